@@ -1,0 +1,247 @@
+//! Throughput benchmarks (not tests): access checks and reserve+commit per second over HTTP, each
+//! beside a baseline measured in the same run (a bare axum endpoint; a bare single-row UPDATE),
+//! and the reset job's time for 100,000 due tenants. SQLite always; PostgreSQL when
+//! HYDRA_BENCH_POSTGRES_URL is set. Run: `cargo bench --bench throughput`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use hydra_billing::app::{AppState, Application};
+use hydra_billing::clock::Clock;
+use hydra_billing::config::Config;
+use hydra_billing::db::Db;
+use hydra_billing::with_db;
+use sqlx::postgres::PgConnectOptions;
+
+const CONCURRENCY: usize = 16;
+const SERVICE_TOKEN: &str = "fake-bench-service-token-0123456789abcdef";
+
+fn seconds() -> Duration {
+    Duration::from_secs(std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5))
+}
+
+/// Runs `op` from CONCURRENCY tasks for the bench duration; returns operations per second.
+async fn per_second<F, Fut>(op: F) -> f64
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + seconds();
+    let tasks: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let (op, done) = (op.clone(), done.clone());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    op().await;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn bare_axum() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = Router::new().route("/", get(|| async { "ok" }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+fn env() -> std::collections::HashMap<String, String> {
+    [
+        ("BIND", "127.0.0.1:0"),
+        ("STRIPE_SECRET_KEY", "sk_test_fake_bench"),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_fake_bench"),
+        ("STRIPE_TEAM_MONTHLY_PRICE_ID", "price_fake_tm"),
+        ("STRIPE_TEAM_ANNUAL_PRICE_ID", "price_fake_ta"),
+        ("STRIPE_BUSINESS_MONTHLY_PRICE_ID", "price_fake_bm"),
+        ("STRIPE_BUSINESS_ANNUAL_PRICE_ID", "price_fake_ba"),
+        ("HYDRA_AUTH_SECRET", "fake-bench-auth-secret-0123456789abcdef"),
+        ("HYDRA_SERVICE_TOKEN", SERVICE_TOKEN),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+struct Row {
+    db: &'static str,
+    access: f64,
+    bare_http: f64,
+    reserve_commit: f64,
+    bare_update: f64,
+    reset_100k: Duration,
+}
+
+async fn bench_db(name: &'static str, db: Db, bare_base: &str) -> Row {
+    let state = AppState::new(Config::from_vars(&env()).unwrap(), db.clone(), Clock::System).await.unwrap();
+    let app = Application::build(state).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until(false, std::future::pending()));
+    let client = reqwest::Client::new();
+    client
+        .put(format!("{base}/api/tenants/bench"))
+        .bearer_auth(SERVICE_TOKEN)
+        .json(&serde_json::json!({"name": "Bench"}))
+        .send()
+        .await
+        .unwrap();
+    // Paid, so reserve+commit is never refused and measures the full write path.
+    with_db!(&db, |pool| {
+        sqlx::query("UPDATE tenants SET manual_plan_tier = 'business' WHERE id = 'bench'")
+            .execute(pool)
+            .await
+            .map(|_| ())
+    })
+    .unwrap();
+
+    let bare_http = {
+        let (client, url) = (client.clone(), format!("{bare_base}/"));
+        per_second(move || {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                assert!(client.get(url).send().await.unwrap().status().is_success());
+            }
+        })
+        .await
+    };
+    let access = {
+        let (client, url) = (client.clone(), format!("{base}/api/tenants/bench/access?feature=jira"));
+        per_second(move || {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let r = client.get(url).bearer_auth(SERVICE_TOKEN).send().await.unwrap();
+                assert!(r.status().is_success());
+            }
+        })
+        .await
+    };
+    let reserve_commit = {
+        let (client, base) = (client.clone(), base.clone());
+        per_second(move || {
+            let (client, base) = (client.clone(), base.clone());
+            async move {
+                let r = client
+                    .post(format!("{base}/api/tenants/bench/usage/fix/reserve"))
+                    .bearer_auth(SERVICE_TOKEN)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success(), "{}", r.status());
+                let body: serde_json::Value = r.json().await.unwrap();
+                let id = body["reservation_id"].as_str().unwrap();
+                let r = client
+                    .post(format!("{base}/api/usage/reservations/{id}/commit"))
+                    .bearer_auth(SERVICE_TOKEN)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success());
+            }
+        })
+        .await
+    };
+    let bare_update = {
+        let db = db.clone();
+        per_second(move || {
+            let db = db.clone();
+            async move {
+                with_db!(&db, |pool| {
+                    sqlx::query("UPDATE tenants SET updated_at = $1 WHERE id = 'bench'")
+                        .bind(1_i64)
+                        .execute(pool)
+                        .await
+                        .map(|_| ())
+                })
+                .unwrap();
+            }
+        })
+        .await
+    };
+
+    // 100,000 tenants whose window has ended, made set-based, then one reset job run.
+    with_db!(&db, |pool| {
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000) \
+             INSERT INTO tenants (id, name, created_at, updated_at, free_tier_fixes_used, free_tier_reset_at) \
+             SELECT 'due-' || i, '', 0, 0, 3, 1000 + i FROM n",
+        )
+        .execute(pool)
+        .await
+        .map(|_| ())
+    })
+    .unwrap();
+    let started = Instant::now();
+    let reset = hydra_billing::usage::reset_free_tier_windows(&db, Clock::System.now()).await.unwrap();
+    let reset_100k = started.elapsed();
+    assert_eq!(reset, 100_000);
+
+    Row { db: name, access, bare_http, reserve_commit, bare_update, reset_100k }
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing and must not run it.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let bare = bare_axum().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Db::connect(&format!("sqlite://{}", dir.path().join("bench.db").display())).await.unwrap();
+    let mut rows = vec![bench_db("sqlite", sqlite, &bare).await];
+    if let Ok(url) = std::env::var("HYDRA_BENCH_POSTGRES_URL") {
+        let schema = format!("hb_bench_{}", uuid::Uuid::new_v4().simple());
+        let admin = Db::connect(&url).await.unwrap();
+        with_db!(&admin, |pool| {
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
+        .unwrap();
+        let options = PgConnectOptions::from_str(&url).unwrap().options([("search_path", schema.as_str())]);
+        rows.push(bench_db("postgres", Db::connect_postgres(options).await.unwrap(), &bare).await);
+        with_db!(&admin, |pool| {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
+        .unwrap();
+    }
+    println!(
+        "\n{CONCURRENCY} concurrent clients, {}s per measurement, {} cores",
+        seconds().as_secs(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "{:<9} {:>12} {:>12} {:>7} {:>14} {:>12} {:>7} {:>12}",
+        "db", "access/s", "bare http/s", "ratio", "reserve+com/s", "bare upd/s", "ratio", "reset 100k"
+    );
+    for r in rows {
+        println!(
+            "{:<9} {:>12.0} {:>12.0} {:>7.2} {:>14.0} {:>12.0} {:>7.2} {:>11.2}s",
+            r.db,
+            r.access,
+            r.bare_http,
+            r.access / r.bare_http,
+            r.reserve_commit,
+            r.bare_update,
+            r.reserve_commit / r.bare_update,
+            r.reset_100k.as_secs_f64()
+        );
+    }
+}

@@ -1,0 +1,14 @@
+DROP INDEX tenants_free_tier_reset_at_idx;
+DROP INDEX tenants_stripe_subscription_id_key;
+DROP INDEX tenants_stripe_customer_id_key;
+ALTER TABLE tenants DROP COLUMN plan_tier;
+ALTER TABLE tenants DROP COLUMN stripe_seat_count;
+ALTER TABLE tenants DROP COLUMN stripe_current_period_end;
+ALTER TABLE tenants DROP COLUMN stripe_price_id;
+ALTER TABLE tenants DROP COLUMN stripe_subscription_status;
+ALTER TABLE tenants DROP COLUMN stripe_subscription_id;
+ALTER TABLE tenants DROP COLUMN stripe_customer_id;
+ALTER TABLE tenants DROP COLUMN free_tier_reset_at;
+ALTER TABLE tenants DROP COLUMN free_tier_cycles_used;
+ALTER TABLE tenants DROP COLUMN free_tier_doc_runs_used;
+ALTER TABLE tenants DROP COLUMN free_tier_fixes_used;

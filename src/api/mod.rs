@@ -1,0 +1,31 @@
+//! Owns the HTTP surface: the route table of design.md's "HTTP API", one module per caller kind.
+
+mod admin;
+mod billing;
+mod ops;
+mod service;
+
+use axum::Router;
+use axum::routing::{get, post, put};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/api/tenants/{id}", put(service::put_tenant))
+        .route("/api/tenants/{id}/usage/{metric}/reserve", post(service::reserve))
+        .route("/api/usage/reservations/{id}/commit", post(service::commit))
+        .route("/api/usage/reservations/{id}/release", post(service::release))
+        .route("/api/tenants/{id}/access", get(service::access))
+        .route("/api/billing/status", get(billing::status))
+        .route("/api/billing/usage/reservations/{id}", get(billing::reservation))
+        .route("/api/admin/tenants/{id}/plan", post(admin::set_plan))
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}

@@ -1,0 +1,265 @@
+//! Owns the command line: design.md's subcommands that exist so far, each a thin call into the
+//! library.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::app::{AppState, Application, shutdown_signal};
+use crate::auth::{self, MintRequest, Role};
+use crate::clock::Clock;
+use crate::config::{self, Config, Secret};
+use crate::db::{BILLING_COLUMNS_VERSION, Db, MIGRATIONS};
+use crate::jobs::{self, Job};
+use crate::telemetry;
+use crate::tenants::validate_tenant_id;
+use crate::with_db;
+
+#[derive(Parser)]
+#[command(name = "hydra-billing", version, about = "Hydra's billing service on Stripe")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the production server: HTTP API and background jobs (applies pending migrations first).
+    Serve,
+    /// Apply, revert or list database migrations (DATABASE_URL).
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Mint a tenant token signed with HYDRA_AUTH_SECRET; the token is the last line printed.
+    Token {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long, default_value = "cli")]
+        uid: String,
+        #[arg(long, value_enum, default_value = "billing-admin")]
+        role: RoleArg,
+        /// Lifetime such as 90s, 30m, 1h (at most 24h).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+    /// Run background jobs by hand.
+    Jobs {
+        #[command(subcommand)]
+        action: JobsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum MigrateAction {
+    /// Apply every pending migration.
+    Up,
+    /// Revert the newest migrations.
+    Down {
+        #[arg(long, default_value_t = 1)]
+        steps: usize,
+        /// Revert past the billing columns even though tenants have Stripe customers (this drops
+        /// the only tenant-to-customer mapping).
+        #[arg(long)]
+        force: bool,
+    },
+    /// List migrations and whether each is applied.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum JobsAction {
+    /// Run one job now: free-tier-reset or reservation-expiry.
+    RunOnce { name: String },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    BillingAdmin,
+    Member,
+}
+
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve => return serve().await,
+        Command::Migrate { action } => migrate(action).await,
+        Command::Token { tenant, email, uid, role, ttl } => {
+            token(&tenant, email.as_deref(), &uid, role, &ttl)
+        }
+        Command::Jobs { action: JobsAction::RunOnce { name } } => run_job(&name).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve() -> ExitCode {
+    telemetry::init_logging();
+    let config = match Config::from_vars(&config::env_map()) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    let run = async {
+        let db = Db::connect(&config.database_url).await?;
+        let state = AppState::new(config, db, Clock::System).await?;
+        let app = Application::build(state).await?;
+        tracing::info!(
+            port = app.port(),
+            database = app.state().db.kind(),
+            billing_enabled = app.state().config.billing_enabled,
+            "hydra-billing listening"
+        );
+        app.run_until(true, shutdown_signal()).await
+    };
+    match run.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "serve failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn connect_from_env() -> anyhow::Result<Db> {
+    Db::connect(&config::database_url(&config::env_map())).await
+}
+
+async fn migrate(action: MigrateAction) -> anyhow::Result<()> {
+    let db = connect_from_env().await?;
+    match action {
+        MigrateAction::Up => {
+            db.migrate_up().await?;
+            println!(
+                "migrations applied; now at version {}",
+                db.applied_versions().await?.last().unwrap_or(&0)
+            );
+        }
+        MigrateAction::Down { steps, force } => {
+            let target = migrate_down(&db, steps, force).await?;
+            println!("reverted to version {target}");
+        }
+        MigrateAction::Status => {
+            let applied = db.applied_versions().await?;
+            for (version, name, _, _) in MIGRATIONS {
+                let state = if applied.contains(version) { "applied" } else { "pending" };
+                println!("{version:>4}  {state:<8} {name}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reverts the newest `steps` migrations; refuses to cross the billing-columns migration while
+/// any tenant has a Stripe customer unless `force`. Returns the version left.
+pub async fn migrate_down(db: &Db, steps: usize, force: bool) -> anyhow::Result<i64> {
+    let applied = db.applied_versions().await?;
+    let target = migrate_down_target(&applied, steps);
+    let crosses_billing = applied.contains(&BILLING_COLUMNS_VERSION) && target < BILLING_COLUMNS_VERSION;
+    if crosses_billing && !force {
+        let mapped = tenants_with_customers(db).await?;
+        if mapped > 0 {
+            bail!(
+                "{mapped} tenants have a Stripe customer id; reverting the billing columns drops \
+                 the only tenant-to-customer mapping. Use --force to do it anyway."
+            );
+        }
+    }
+    db.migrate_down_to(target).await?;
+    Ok(target)
+}
+
+/// The version left after reverting the newest `steps` applied migrations.
+pub fn migrate_down_target(applied: &[i64], steps: usize) -> i64 {
+    if steps >= applied.len() { 0 } else { applied[applied.len() - steps - 1] }
+}
+
+async fn tenants_with_customers(db: &Db) -> anyhow::Result<i64> {
+    let (n,): (i64,) = with_db!(db, |pool| {
+        sqlx::query_as("SELECT COUNT(*) FROM tenants WHERE stripe_customer_id IS NOT NULL")
+            .fetch_one(pool)
+            .await
+    })?;
+    Ok(n)
+}
+
+fn token(tenant: &str, email: Option<&str>, uid: &str, role: RoleArg, ttl: &str) -> anyhow::Result<()> {
+    validate_tenant_id(tenant).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let secret = std::env::var("HYDRA_AUTH_SECRET").context("HYDRA_AUTH_SECRET is required")?;
+    if secret.len() < 32 {
+        bail!("HYDRA_AUTH_SECRET must be at least 32 bytes");
+    }
+    let ttl_secs = parse_duration(ttl).context("--ttl is like 90s, 30m, 1h or 24h")?;
+    let role = match role {
+        RoleArg::BillingAdmin => Role::BillingAdmin,
+        RoleArg::Member => Role::Member,
+    };
+    let token = auth::mint(
+        &Secret::new(secret),
+        MintRequest { tenant, uid, role, email, ttl_secs, now: Clock::System.now() },
+    )?;
+    println!("{token}");
+    Ok(())
+}
+
+/// `90s`, `30m`, `1h`, `2d` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: i64 = number.parse().ok()?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+async fn run_job(name: &str) -> anyhow::Result<()> {
+    let Some(job) = Job::parse(name) else {
+        let names: Vec<_> = Job::ALL.iter().map(|j| j.name()).collect();
+        bail!("no job {name:?}; jobs are {}", names.join(", "));
+    };
+    let db = connect_from_env().await?;
+    db.migrate_up().await?;
+    let rows = jobs::run_once(&db, job, Clock::System.now()).await?;
+    println!("{}: {rows} rows changed", job.name());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90s"), Some(90));
+        assert_eq!(parse_duration("30m"), Some(1800));
+        assert_eq!(parse_duration("1h"), Some(3600));
+        assert_eq!(parse_duration("45"), Some(45));
+        assert_eq!(parse_duration("1w"), None);
+        assert_eq!(parse_duration("h"), None);
+    }
+
+    #[test]
+    fn down_steps_pick_the_version_to_keep() {
+        assert_eq!(migrate_down_target(&[1, 2, 3, 4], 1), 3);
+        assert_eq!(migrate_down_target(&[1, 2, 3, 4], 3), 1);
+        assert_eq!(migrate_down_target(&[1, 2, 3, 4], 9), 0);
+        assert_eq!(migrate_down_target(&[], 1), 0);
+    }
+}

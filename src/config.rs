@@ -1,0 +1,361 @@
+//! Owns configuration: design.md's environment variables, parsed and checked all at once so a
+//! bad deployment is told every problem in one go, with secrets that never print.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+/// A value that must never reach a log, an error or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The only way to read the value; grep for it to audit every use.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([REDACTED])")
+    }
+}
+
+/// The four configured prices; checkout accepts nothing else.
+#[derive(Clone, Debug, Default)]
+pub struct Prices {
+    pub team_monthly: String,
+    pub team_annual: String,
+    pub business_monthly: String,
+    pub business_annual: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct StripeConfig {
+    pub secret_key: Secret,
+    pub publishable_key: Option<String>,
+    /// Several during a secret roll; a signature matching any of them is accepted.
+    pub webhook_secrets: Vec<Secret>,
+    pub prices: Prices,
+    pub portal_config_id: Option<String>,
+    pub api_base: String,
+}
+
+impl StripeConfig {
+    pub fn is_live(&self) -> bool {
+        let key = self.secret_key.expose();
+        key.starts_with("sk_live_") || key.starts_with("rk_live_")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub database_url: String,
+    pub bind: SocketAddr,
+    /// Base of every URL we hand out, without a trailing slash.
+    pub public_url: String,
+    pub billing_enabled: bool,
+    pub grace_period_days: i64,
+    pub auth_secret: Secret,
+    pub service_tokens: Vec<Secret>,
+    /// Empty: the admin API answers 401 to everyone.
+    pub admin_tokens: Vec<Secret>,
+    pub stripe: StripeConfig,
+    pub smtp_url: Option<Secret>,
+    /// How long an unsettled usage reservation holds its unit.
+    pub reservation_ttl_secs: i64,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://hydra-billing.db";
+pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
+pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
+pub const DEFAULT_RESERVATION_TTL_SECS: i64 = 15 * 60;
+const MIN_TOKEN_BYTES: usize = 32;
+
+/// Every problem found, one line each, named after the variable.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "the configuration is incomplete or malformed:")?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads variables from a map so tests need not touch the process environment.
+struct Vars<'a> {
+    vars: &'a HashMap<String, String>,
+    errors: Vec<String>,
+}
+
+impl Vars<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn required(&mut self, name: &str) -> String {
+        match self.get(name) {
+            Some(v) => v.to_owned(),
+            None => {
+                self.errors.push(format!("{name} is required"));
+                String::new()
+            }
+        }
+    }
+
+    /// A comma-separated list of bearer secrets, each long enough to resist guessing.
+    fn tokens(&mut self, name: &str, required: bool) -> Vec<Secret> {
+        let Some(raw) = self.get(name) else {
+            if required {
+                self.errors.push(format!("{name} is required"));
+            }
+            return Vec::new();
+        };
+        let tokens: Vec<Secret> =
+            raw.split(',').map(str::trim).filter(|t| !t.is_empty()).map(Secret::new).collect();
+        if tokens.iter().any(|t| t.expose().len() < MIN_TOKEN_BYTES) {
+            self.errors.push(format!("{name}: every token must be at least {MIN_TOKEN_BYTES} bytes"));
+        }
+        tokens
+    }
+
+    fn prefixed(&mut self, name: &str, prefixes: &[&str], required: bool) -> Option<String> {
+        let value = if required { Some(self.required(name)) } else { self.get(name).map(str::to_owned) };
+        match value {
+            Some(v) if v.is_empty() => None,
+            Some(v) if prefixes.iter().any(|p| v.starts_with(p) && v.len() > p.len()) => Some(v),
+            Some(_) => {
+                // Never echo the value: it may be a secret pasted into the wrong variable.
+                self.errors.push(format!("{name} must start with {}", prefixes.join(" or ")));
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+pub fn env_map() -> HashMap<String, String> {
+    std::env::vars().collect()
+}
+
+/// `DATABASE_URL` alone, for commands that only need the database.
+pub fn database_url(vars: &HashMap<String, String>) -> String {
+    Vars { vars, errors: Vec::new() }.get("DATABASE_URL").unwrap_or(DEFAULT_DATABASE_URL).to_owned()
+}
+
+impl Config {
+    /// The full configuration `serve` needs; every missing or malformed setting is reported.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Config, ConfigErrors> {
+        let mut v = Vars { vars, errors: Vec::new() };
+        let database_url = database_url(vars);
+        if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres")) {
+            v.errors.push("DATABASE_URL must start with sqlite:// or postgres://".into());
+        }
+        let bind_raw = v.get("BIND").unwrap_or(DEFAULT_BIND).to_owned();
+        let bind = bind_raw.parse::<SocketAddr>().unwrap_or_else(|_| {
+            v.errors.push("BIND must be an address like 127.0.0.1:8000".into());
+            SocketAddr::from(([127, 0, 0, 1], 8000))
+        });
+        let billing_enabled = match v.get("BILLING_ENABLED").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("true") | Some("1") => true,
+            Some("false") | Some("0") => false,
+            Some(_) => {
+                v.errors.push("BILLING_ENABLED must be true or false".into());
+                true
+            }
+        };
+        let grace_period_days = match v.get("GRACE_PERIOD_DAYS").map(str::parse::<i64>) {
+            None => 7,
+            Some(Ok(d)) if (0..=60).contains(&d) => d,
+            Some(_) => {
+                v.errors.push("GRACE_PERIOD_DAYS must be a whole number of days, 0 to 60".into());
+                7
+            }
+        };
+
+        let secret_key =
+            v.prefixed("STRIPE_SECRET_KEY", &["sk_test_", "sk_live_", "rk_test_", "rk_live_"], true);
+        let publishable_key = v.prefixed("STRIPE_PUBLISHABLE_KEY", &["pk_test_", "pk_live_"], false);
+        let webhook_secrets = v.tokens_with_prefix("STRIPE_WEBHOOK_SECRET", "whsec_");
+        let prices = Prices {
+            team_monthly: v.prefixed("STRIPE_TEAM_MONTHLY_PRICE_ID", &["price_"], true).unwrap_or_default(),
+            team_annual: v.prefixed("STRIPE_TEAM_ANNUAL_PRICE_ID", &["price_"], true).unwrap_or_default(),
+            business_monthly: v
+                .prefixed("STRIPE_BUSINESS_MONTHLY_PRICE_ID", &["price_"], true)
+                .unwrap_or_default(),
+            business_annual: v
+                .prefixed("STRIPE_BUSINESS_ANNUAL_PRICE_ID", &["price_"], true)
+                .unwrap_or_default(),
+        };
+        let portal_config_id = v.prefixed("STRIPE_PORTAL_CONFIG_ID", &["bpc_"], false);
+        let api_base =
+            v.get("STRIPE_API_BASE").unwrap_or(DEFAULT_STRIPE_API_BASE).trim_end_matches('/').to_owned();
+        let stripe = StripeConfig {
+            secret_key: Secret::new(secret_key.unwrap_or_default()),
+            publishable_key,
+            webhook_secrets,
+            prices,
+            portal_config_id,
+            api_base,
+        };
+
+        let auth_secret = Secret::new(v.required("HYDRA_AUTH_SECRET"));
+        if !auth_secret.expose().is_empty() && auth_secret.expose().len() < MIN_TOKEN_BYTES {
+            v.errors.push(format!("HYDRA_AUTH_SECRET must be at least {MIN_TOKEN_BYTES} bytes"));
+        }
+        let service_tokens = v.tokens("HYDRA_SERVICE_TOKEN", true);
+        let admin_tokens = v.tokens("HYDRA_ADMIN_TOKEN", false);
+        let smtp_url = v.get("SMTP_URL").map(Secret::new);
+
+        let public_url = v
+            .get("PUBLIC_URL")
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| format!("http://{bind}"));
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            v.errors.push("PUBLIC_URL must be an http:// or https:// URL".into());
+        }
+        if stripe.is_live() {
+            if !public_url.starts_with("https://") {
+                v.errors.push("PUBLIC_URL must be https:// with a live Stripe key".into());
+            }
+            if stripe.api_base != DEFAULT_STRIPE_API_BASE {
+                v.errors.push("STRIPE_API_BASE cannot point elsewhere with a live Stripe key".into());
+            }
+            if stripe.portal_config_id.is_none() {
+                v.errors.push("STRIPE_PORTAL_CONFIG_ID is required with a live Stripe key".into());
+            }
+        }
+
+        if !v.errors.is_empty() {
+            return Err(ConfigErrors(v.errors));
+        }
+        Ok(Config {
+            database_url,
+            bind,
+            public_url,
+            billing_enabled,
+            grace_period_days,
+            auth_secret,
+            service_tokens,
+            admin_tokens,
+            stripe,
+            smtp_url,
+            reservation_ttl_secs: DEFAULT_RESERVATION_TTL_SECS,
+        })
+    }
+
+    /// Where the upgrade prompt and every 402 send people.
+    pub fn upgrade_url(&self) -> String {
+        format!("{}/billing/upgrade", self.public_url)
+    }
+}
+
+impl Vars<'_> {
+    fn tokens_with_prefix(&mut self, name: &str, prefix: &str) -> Vec<Secret> {
+        let Some(raw) = self.get(name) else {
+            self.errors.push(format!("{name} is required"));
+            return Vec::new();
+        };
+        let secrets: Vec<Secret> =
+            raw.split(',').map(str::trim).filter(|t| !t.is_empty()).map(Secret::new).collect();
+        if secrets.is_empty() || secrets.iter().any(|s| !s.expose().starts_with(prefix)) {
+            self.errors.push(format!("{name}: every secret must start with {prefix}"));
+        }
+        secrets
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn complete() -> HashMap<String, String> {
+        [
+            ("STRIPE_SECRET_KEY", "sk_test_fake_0123456789"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_fake_abc,whsec_fake_def"),
+            ("STRIPE_TEAM_MONTHLY_PRICE_ID", "price_tm"),
+            ("STRIPE_TEAM_ANNUAL_PRICE_ID", "price_ta"),
+            ("STRIPE_BUSINESS_MONTHLY_PRICE_ID", "price_bm"),
+            ("STRIPE_BUSINESS_ANNUAL_PRICE_ID", "price_ba"),
+            ("HYDRA_AUTH_SECRET", "fake-auth-secret-0123456789abcdef0123"),
+            ("HYDRA_SERVICE_TOKEN", "fake-service-token-0123456789abcdef"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    #[test]
+    fn a_complete_environment_parses_with_defaults() {
+        let c = Config::from_vars(&complete()).unwrap();
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(c.public_url, "http://127.0.0.1:8000");
+        assert!(c.billing_enabled);
+        assert_eq!(c.grace_period_days, 7);
+        assert_eq!(c.stripe.webhook_secrets.len(), 2);
+        assert!(c.admin_tokens.is_empty());
+    }
+
+    #[test]
+    fn every_missing_setting_is_named_at_once() {
+        let errors = Config::from_vars(&HashMap::new()).unwrap_err().0;
+        for name in [
+            "STRIPE_SECRET_KEY",
+            "STRIPE_WEBHOOK_SECRET",
+            "STRIPE_TEAM_MONTHLY_PRICE_ID",
+            "STRIPE_TEAM_ANNUAL_PRICE_ID",
+            "STRIPE_BUSINESS_MONTHLY_PRICE_ID",
+            "STRIPE_BUSINESS_ANNUAL_PRICE_ID",
+            "HYDRA_AUTH_SECRET",
+            "HYDRA_SERVICE_TOKEN",
+        ] {
+            assert!(errors.iter().any(|e| e.starts_with(name)), "{name} not reported in {errors:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_values_are_reported_without_echoing_them() {
+        let mut vars = complete();
+        vars.insert("STRIPE_SECRET_KEY".into(), "pk_test_oops_secretish".into());
+        vars.insert("HYDRA_SERVICE_TOKEN".into(), "short".into());
+        vars.insert("GRACE_PERIOD_DAYS".into(), "seven".into());
+        vars.insert("BILLING_ENABLED".into(), "maybe".into());
+        let errors = Config::from_vars(&vars).unwrap_err();
+        assert_eq!(errors.0.len(), 4, "{errors}");
+        assert!(!errors.to_string().contains("pk_test_oops_secretish"));
+        assert!(!errors.to_string().contains("short"));
+    }
+
+    #[test]
+    fn a_live_key_demands_https_the_real_api_and_a_portal_configuration() {
+        let mut vars = complete();
+        vars.insert("STRIPE_SECRET_KEY".into(), "rk_live_fake_0123456789".into());
+        vars.insert("STRIPE_API_BASE".into(), "http://127.0.0.1:12111".into());
+        let errors = Config::from_vars(&vars).unwrap_err().0;
+        assert!(errors.iter().any(|e| e.starts_with("PUBLIC_URL")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.starts_with("STRIPE_API_BASE")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.starts_with("STRIPE_PORTAL_CONFIG_ID")), "{errors:?}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let c = Config::from_vars(&complete()).unwrap();
+        let debug = format!("{c:?}");
+        for secret in ["sk_test_fake_0123456789", "whsec_fake_abc", "fake-auth-secret", "fake-service-token"]
+        {
+            assert!(!debug.contains(secret), "{secret} leaked into {debug}");
+        }
+        assert!(debug.contains("REDACTED"));
+    }
+}

@@ -1,0 +1,29 @@
+//! hydra-billing: Hydra's billing service. The binary in `main.rs` only parses the command line;
+//! everything lives here so tests can build the real app on port 0.
+
+/// Design.md's access table and the tier-feature matrix, as pure functions.
+pub mod access;
+/// The HTTP routes and their handlers.
+pub mod api;
+/// Shared state, router, and the build/run split.
+pub mod app;
+/// Tenant tokens, service and admin tokens.
+pub mod auth;
+/// The command line.
+pub mod cli;
+/// The injectable clock.
+pub mod clock;
+/// Environment configuration.
+pub mod config;
+/// SQLite/PostgreSQL pools and migrations.
+pub mod db;
+/// The one error shape.
+pub mod error;
+/// Background jobs.
+pub mod jobs;
+/// Logs and metrics.
+pub mod telemetry;
+/// The tenants table and the billing audit log.
+pub mod tenants;
+/// Free-tier metering.
+pub mod usage;

@@ -1,0 +1,81 @@
+//! The binary itself: configuration errors, token minting, migrations and jobs from the shell.
+
+use std::process::Command;
+
+use hydra_billing::config::Secret;
+
+use crate::helpers::{AUTH_SECRET, fresh_db};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hydra-billing"));
+    c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    c
+}
+
+#[test]
+fn serve_refuses_to_start_naming_every_missing_setting() {
+    let out = bin().arg("serve").env("HYDRA_SERVICE_TOKEN", "short").output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for name in [
+        "STRIPE_SECRET_KEY",
+        "STRIPE_WEBHOOK_SECRET",
+        "STRIPE_TEAM_MONTHLY_PRICE_ID",
+        "STRIPE_TEAM_ANNUAL_PRICE_ID",
+        "STRIPE_BUSINESS_MONTHLY_PRICE_ID",
+        "STRIPE_BUSINESS_ANNUAL_PRICE_ID",
+        "HYDRA_AUTH_SECRET",
+        "HYDRA_SERVICE_TOKEN",
+    ] {
+        assert!(stderr.contains(name), "{name} missing from: {stderr}");
+    }
+    assert!(!stderr.contains("short"), "a malformed secret is never echoed");
+}
+
+#[test]
+fn token_prints_a_verifiable_tenant_token_on_its_last_line() {
+    let out = bin()
+        .args(["token", "--tenant", "t1", "--role", "member", "--ttl", "30m", "--email", "a@b.test"])
+        .env("HYDRA_AUTH_SECRET", AUTH_SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let token = stdout.lines().last().unwrap();
+    let now = hydra_billing::clock::Clock::System.now();
+    let claims = hydra_billing::auth::verify(&Secret::new(AUTH_SECRET), token, now).unwrap();
+    assert_eq!(claims.sub, "t1");
+    assert_eq!(claims.uid, "cli");
+    assert_eq!(claims.role, hydra_billing::auth::Role::Member);
+    assert_eq!(claims.exp - claims.iat, 1800);
+    let refused = bin()
+        .args(["token", "--tenant", "t1", "--ttl", "48h"])
+        .env("HYDRA_AUTH_SECRET", AUTH_SECRET)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+}
+
+#[tokio::test]
+async fn migrate_and_jobs_run_from_the_command_line() {
+    let test_db = fresh_db().await;
+    let run = |args: &[&str]| {
+        let out = bin().args(args).env("DATABASE_URL", &test_db.url).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = run(&["migrate", "status"]);
+    assert!(ok && out.contains("pending"), "{out}");
+    let (ok, out) = run(&["migrate", "up"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["migrate", "status"]);
+    assert!(ok && !out.contains("pending"), "{out}");
+    let (ok, out) = run(&["migrate", "down", "--steps", "2"]);
+    assert!(ok && out.contains("reverted to version 2"), "{out}");
+    let (ok, out) = run(&["jobs", "run-once", "free-tier-reset"]);
+    assert!(ok && out.contains("free-tier-reset: 0 rows"), "{out}");
+    let (ok, out) = run(&["jobs", "run-once", "no-such-job"]);
+    assert!(!ok && out.contains("reservation-expiry"), "{out}");
+}

@@ -1,0 +1,112 @@
+//! Bad input always gets the error shape with a 4xx, never a 500.
+
+use reqwest::StatusCode;
+
+use crate::helpers::{SERVICE_TOKEN, error_of, spawn_app};
+
+#[tokio::test]
+async fn bad_input_gets_the_error_shape_not_a_500() {
+    let app = spawn_app().await;
+    let huge_id = "a".repeat(10_000);
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode)> = vec![
+        // a bad body
+        (
+            app.client
+                .put(app.url("/api/tenants/t1"))
+                .bearer_auth(SERVICE_TOKEN)
+                .header("content-type", "application/json")
+                .body("{not json"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            app.client
+                .put(app.url("/api/tenants/t1"))
+                .bearer_auth(SERVICE_TOKEN)
+                .json(&serde_json::json!({"name": 7})),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            app.client.put(app.url("/api/tenants/t1")).bearer_auth(SERVICE_TOKEN).body("name=x"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            app.client
+                .post(app.url("/api/tenants/t1/usage/fix/reserve"))
+                .bearer_auth(SERVICE_TOKEN)
+                .body("[1,2"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            app.client
+                .post(app.url("/api/tenants/t1/usage/fix/reserve"))
+                .bearer_auth(SERVICE_TOKEN)
+                .body(r#"{"ttl_seconds": 5}"#),
+            StatusCode::BAD_REQUEST,
+        ),
+        // a wrong metric name
+        (
+            app.client.post(app.url("/api/tenants/t1/usage/deploy/reserve")).bearer_auth(SERVICE_TOKEN),
+            StatusCode::BAD_REQUEST,
+        ),
+        // a huge id
+        (
+            app.client
+                .post(app.url(&format!("/api/tenants/{huge_id}/usage/fix/reserve")))
+                .bearer_auth(SERVICE_TOKEN),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            app.client
+                .put(app.url(&format!("/api/tenants/{huge_id}")))
+                .bearer_auth(SERVICE_TOKEN)
+                .json(&serde_json::json!({"name": "x"})),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            app.client
+                .post(app.url(&format!("/api/usage/reservations/{huge_id}/commit")))
+                .bearer_auth(SERVICE_TOKEN),
+            StatusCode::BAD_REQUEST,
+        ),
+        // an unknown reservation id
+        (
+            app.client
+                .post(app.url("/api/usage/reservations/res_doesnotexist/commit"))
+                .bearer_auth(SERVICE_TOKEN),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            app.client
+                .post(app.url("/api/usage/reservations/res_doesnotexist/release"))
+                .bearer_auth(SERVICE_TOKEN),
+            StatusCode::NOT_FOUND,
+        ),
+        // an unknown route and a wrong method
+        (app.client.get(app.url("/api/nothing-here")), StatusCode::NOT_FOUND),
+    ];
+    for (request, status) in cases {
+        let request = request.build().unwrap();
+        let what =
+            format!("{} {}", request.method(), &request.url().path()[..request.url().path().len().min(60)]);
+        let response = app.client.execute(request).await.unwrap();
+        assert_eq!(response.status(), status, "{what}");
+        let error = error_of(response, status).await;
+        assert_ne!(error["code"], "internal_error", "{what}");
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_cleanly() {
+    let app = spawn_app().await;
+    let big = format!(r#"{{"name": "{}"}}"#, "x".repeat(2 * 1024 * 1024));
+    let r = app
+        .client
+        .put(app.url("/api/tenants/t1"))
+        .bearer_auth(SERVICE_TOKEN)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+}

@@ -1,0 +1,15 @@
+//! The service's integration tests: the real server on port 0 over real HTTP, a fresh database per
+//! test (SQLite by default; PostgreSQL when HYDRA_TEST_POSTGRES_URL is set).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod access;
+mod admin;
+mod auth;
+mod cli;
+mod errors;
+mod free_tier;
+mod helpers;
+mod migrations;
+mod ops;
+mod rollback;
+mod tenants;
