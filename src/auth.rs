@@ -287,6 +287,38 @@ mod tests {
         assert!(!token_matches("", &[]));
     }
 
+    fn parts(headers: &[(&str, &str)]) -> Parts {
+        let mut builder = axum::http::Request::builder().method(Method::POST).uri("/api/billing/checkout");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn cookie_writes_must_come_from_our_origin_and_carry_json() {
+        let public = "https://billing.example.com";
+        let json = ("content-type", "application/json; charset=utf-8");
+        assert!(check_same_origin(&parts(&[("origin", public), json]), public).is_ok());
+        assert!(check_same_origin(&parts(&[("sec-fetch-site", "same-origin"), json]), public).is_ok());
+        for refused in [
+            parts(&[("origin", "https://evil.example"), json]),
+            parts(&[("sec-fetch-site", "cross-site"), json]),
+            parts(&[json]),
+            parts(&[("origin", public), ("content-type", "application/x-www-form-urlencoded")]),
+            parts(&[("origin", public)]),
+        ] {
+            assert!(matches!(check_same_origin(&refused, public), Err(ApiError::Forbidden(_))));
+        }
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let p = parts(&[("cookie", "a=1; hydra_session=tok.en.x; b=2")]);
+        assert_eq!(session_cookie(&p), Some("tok.en.x"));
+        assert_eq!(session_cookie(&parts(&[("cookie", "hydra_session_old=x")])), None);
+    }
+
     #[test]
     fn origin_is_scheme_host_and_port() {
         assert_eq!(origin_of("https://billing.example.com/x/y"), "https://billing.example.com");
