@@ -79,3 +79,55 @@ async fn migrate_and_jobs_run_from_the_command_line() {
     let (ok, out) = run(&["jobs", "run-once", "no-such-job"]);
     assert!(!ok && out.contains("reservation-expiry"), "{out}");
 }
+
+/// `serve` from the shell: JSON log lines, each request's line carrying its request id, and no
+/// secret anywhere in the output.
+#[test]
+fn serve_logs_json_lines_with_request_ids_and_no_secrets() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = bin();
+    for (k, v) in crate::helpers::test_env() {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .arg("serve")
+        .env("DATABASE_URL", format!("sqlite://{}", dir.path().join("b.db").display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The first line announces the port (BIND is 127.0.0.1:0).
+    let port = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(&l).ok()?;
+            v["fields"]["port"].as_u64()
+        })
+        .expect("serve announces its port");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port as u16)).unwrap();
+    write!(
+        stream,
+        "GET /api/tenants/t1/access?feature=jira HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\nconnection: close\r\n\r\n",
+        crate::helpers::SERVICE_TOKEN
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let request_line = lines
+        .map_while(Result::ok)
+        .find(|l| l.contains("finished processing request"))
+        .expect("the request is logged");
+    let _ = child.kill();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let log: serde_json::Value = serde_json::from_str(&request_line).expect("log lines are JSON");
+    assert_eq!(log["span"]["path"], "/api/tenants/t1/access");
+    assert_eq!(log["span"]["request_id"].as_str().unwrap().len(), 36, "{request_line}");
+    for secret in [crate::helpers::SERVICE_TOKEN, crate::helpers::AUTH_SECRET, "sk_test_fake_harness"] {
+        assert!(!request_line.contains(secret) && !stderr.contains(secret), "{secret} leaked");
+    }
+}
