@@ -122,6 +122,7 @@ fn serve_logs_json_lines_with_request_ids_and_no_secrets() {
         .find(|l| l.contains("finished processing request"))
         .expect("the request is logged");
     let _ = child.kill();
+    let _ = child.wait();
     let mut stderr = String::new();
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     let log: serde_json::Value = serde_json::from_str(&request_line).expect("log lines are JSON");
