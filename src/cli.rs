@@ -51,6 +51,25 @@ enum Command {
         #[command(subcommand)]
         action: JobsAction,
     },
+    /// Stripe tools.
+    Stripe {
+        #[command(subcommand)]
+        action: StripeAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum StripeAction {
+    /// Run the offline Stripe simulator alone (test-mode keys only; see crates/stripe-sim/README.md).
+    Sim {
+        #[arg(long, default_value_t = 12111)]
+        port: u16,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        /// Deliver webhooks in chaos mode with this seed (duplicates, delays, dropped first tries).
+        #[arg(long)]
+        chaos_seed: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -91,6 +110,9 @@ pub async fn main() -> ExitCode {
             token(&tenant, email.as_deref(), &uid, role, &ttl)
         }
         Command::Jobs { action: JobsAction::RunOnce { name } } => run_job(&name).await,
+        Command::Stripe { action: StripeAction::Sim { port, host, chaos_seed } } => {
+            run_simulator(std::net::SocketAddr::new(host, port), chaos_seed).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -238,6 +260,20 @@ async fn run_job(name: &str) -> anyhow::Result<()> {
     db.migrate_up().await?;
     let rows = jobs::run_once(&db, job, Clock::System.now()).await?;
     println!("{}: {rows} rows changed", job.name());
+    Ok(())
+}
+
+async fn run_simulator(addr: std::net::SocketAddr, chaos_seed: Option<u64>) -> anyhow::Result<()> {
+    let settings = stripe_sim::SimSettings {
+        chaos: chaos_seed.map(stripe_sim::Chaos::with_seed),
+        ..stripe_sim::SimSettings::default()
+    };
+    let sim = stripe_sim::Simulator::start(addr, settings)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    println!("Stripe simulator listening; point a service at it with:");
+    println!("STRIPE_API_BASE={}", sim.base_url);
+    shutdown_signal().await;
     Ok(())
 }
 

@@ -132,3 +132,29 @@ fn serve_logs_json_lines_with_request_ids_and_no_secrets() {
         assert!(!request_line.contains(secret) && !stderr.contains(secret), "{secret} leaked");
     }
 }
+
+/// `stripe sim --port 0` serves the simulator alone and says where.
+#[test]
+fn stripe_sim_runs_the_simulator_alone() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut child =
+        bin().args(["stripe", "sim", "--port", "0"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let base = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("STRIPE_API_BASE=").map(str::to_owned))
+        .expect("the simulator prints its base URL");
+    let addr = base.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "GET /v1/customers HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk_test_fake_cli\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"object\":\"list\""), "{response}");
+}

@@ -1,0 +1,336 @@
+//! Owns the simulator's tiny hosted pages: a Checkout page (pick a test card, pay, pass or fail
+//! 3-D Secure) that redirects to the success URL, and a customer portal (seats, plan, cancel at
+//! period end, invoice history) that returns to the return URL. Plain HTML forms, all escaped.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde_json::{Value, json};
+
+use crate::Shared;
+use crate::billing;
+use crate::cards::{Card, ChargeOutcome};
+use crate::form::{self, Params};
+
+fn escape(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_owned(),
+            '<' => "&lt;".to_owned(),
+            '>' => "&gt;".to_owned(),
+            '"' => "&quot;".to_owned(),
+            '\'' => "&#39;".to_owned(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+fn page(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
+         content=\"width=device-width,initial-scale=1\"><title>{t}</title><style>body{{font-family:system-ui,\
+         sans-serif;max-width:32rem;margin:2rem auto;padding:0 1rem;color:#1a1a1a}}.sim{{background:#fff3cd;\
+         padding:.4rem .6rem;border-radius:4px;font-size:.85rem}}label{{display:block;margin:.6rem 0}}\
+         button{{padding:.5rem 1rem;margin:.3rem .3rem 0 0}}.error{{color:#a40000}}</style></head><body>\
+         <p class=\"sim\">Stripe simulator: test mode, no real money.</p><h1>{t}</h1>{body}</body></html>",
+        t = escape(title)
+    ))
+}
+
+fn money(minor: i64) -> String {
+    format!("${}.{:02}", minor / 100, minor % 100)
+}
+
+const CARDS: [(&str, &str); 5] = [
+    ("pm_card_visa", "4242 4242 4242 4242: succeeds"),
+    ("pm_card_chargeDeclined", "4000 0000 0000 0002: declined"),
+    ("pm_card_chargeCustomerFail", "4000 0000 0000 0341: pays now, renewals fail"),
+    ("pm_card_authenticationRequired", "4000 0025 0000 3155: 3-D Secure now, then set up"),
+    ("pm_card_authenticationRequiredChallenge", "4000 0027 6000 3184: 3-D Secure on every payment"),
+];
+
+fn checkout_form(session: &Value, items: &Value, error: Option<&str>) -> String {
+    let price = &items["line_item"]["price"];
+    let unit = price["unit_amount"].as_i64().unwrap_or(0);
+    let quantity = items["quantity"].as_i64().unwrap_or(1);
+    let interval = price["recurring"]["interval"].as_str().unwrap_or("month");
+    let adjustable = items["adjustable"]["enabled"] == true;
+    let quantity_input = if adjustable {
+        format!(
+            "<label>Seats <input name=\"quantity\" type=\"number\" min=\"{}\" max=\"{}\" value=\"{quantity}\"></label>",
+            items["adjustable"]["minimum"].as_i64().unwrap_or(1),
+            items["adjustable"]["maximum"].as_i64().unwrap_or(99)
+        )
+    } else {
+        format!("<p>Seats: {quantity}</p>")
+    };
+    let cards: String = CARDS
+        .iter()
+        .enumerate()
+        .map(|(i, (token, label))| {
+            format!(
+                "<label><input type=\"radio\" name=\"card\" value=\"{token}\"{}> {}</label>",
+                if i == 0 { " checked" } else { "" },
+                escape(label)
+            )
+        })
+        .collect();
+    format!(
+        "{}<p>{} per seat / {}</p><form method=\"post\">{quantity_input}<fieldset><legend>Test card</legend>{cards}\
+         </fieldset><button type=\"submit\">Subscribe</button></form><p><a href=\"{}\">Cancel</a></p>",
+        error.map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))).unwrap_or_default(),
+        money(unit),
+        escape(interval),
+        escape(session["cancel_url"].as_str().unwrap_or("/"))
+    )
+}
+
+pub async fn checkout_page(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let world = shared.world.lock().await;
+    let Ok(session) = world.fetch("checkout.session", &id) else {
+        return (StatusCode::NOT_FOUND, page("Not found", "<p>No such Checkout Session.</p>"))
+            .into_response();
+    };
+    if session["status"] != "open" {
+        return page(
+            "Checkout",
+            &format!("<p>This session is {}.</p>", escape(session["status"].as_str().unwrap_or("closed"))),
+        )
+        .into_response();
+    }
+    let items = world.checkout_items.get(&id).cloned().unwrap_or(Value::Null);
+    page("Checkout", &checkout_form(&session, &items, None)).into_response()
+}
+
+/// Pays the session; a 3-D Secure card first shows the challenge, answered by `auth`.
+pub async fn checkout_submit(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let params = form::decode(&body).unwrap_or(Value::Null);
+    let card = params.str_param("card").unwrap_or("pm_card_visa").to_owned();
+    let quantity = params.int_param("quantity").ok().flatten();
+    let needs_challenge =
+        matches!(Card::from_token(&card), Some(Card::AuthenticateUnlessSetUp | Card::AlwaysAuthenticate));
+    let mut world = shared.world.lock().await;
+    let Ok(session) = world.fetch("checkout.session", &id) else {
+        return (StatusCode::NOT_FOUND, page("Not found", "<p>No such Checkout Session.</p>"))
+            .into_response();
+    };
+    let items = world.checkout_items.get(&id).cloned().unwrap_or(Value::Null);
+    match (needs_challenge, params.str_param("auth")) {
+        (true, None) => {
+            let q = quantity
+                .map(|q| format!("<input type=\"hidden\" name=\"quantity\" value=\"{q}\">"))
+                .unwrap_or_default();
+            return page(
+                "3-D Secure",
+                &format!(
+                    "<p>Your bank asks you to confirm this payment.</p><form method=\"post\">\
+                     <input type=\"hidden\" name=\"card\" value=\"{}\">{q}<button name=\"auth\" value=\"succeed\">\
+                     Complete authentication</button><button name=\"auth\" value=\"fail\">Fail authentication</button></form>",
+                    escape(&card)
+                ),
+            )
+            .into_response();
+        }
+        (true, Some("fail")) => {
+            return page(
+                "Checkout",
+                &checkout_form(&session, &items, Some("We are unable to authenticate your payment method.")),
+            )
+            .into_response();
+        }
+        _ => {}
+    }
+    let result = super::complete_checkout(&mut world, &shared, &id, &card, quantity);
+    drop(world);
+    shared.wake.notify_one();
+    match result {
+        Ok(done) => {
+            let url = done["success_url"].as_str().unwrap_or("/").replace("{CHECKOUT_SESSION_ID}", &id);
+            Redirect::to(&url).into_response()
+        }
+        Err(e) => page("Checkout", &checkout_form(&session, &items, Some(&e.message))).into_response(),
+    }
+}
+
+pub async fn portal_page(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let world = shared.world.lock().await;
+    let Ok(session) = world.fetch("billing_portal.session", &id) else {
+        return (StatusCode::NOT_FOUND, page("Not found", "<p>No such portal session.</p>")).into_response();
+    };
+    let customer = session["customer"].as_str().unwrap_or_default();
+    let config =
+        world.get(session["configuration"].as_str().unwrap_or_default()).cloned().unwrap_or(Value::Null);
+    let subs: Vec<Value> = world
+        .list("subscription")
+        .into_iter()
+        .filter(|s| {
+            s["customer"] == customer
+                && !matches!(s["status"].as_str(), Some("canceled" | "incomplete_expired"))
+        })
+        .collect();
+    let mut body = String::new();
+    for sub in &subs {
+        let item = &sub["items"]["data"][0];
+        let price = &item["price"];
+        let product = world
+            .get(price["product"].as_str().unwrap_or_default())
+            .and_then(|p| p["name"].as_str())
+            .unwrap_or("Plan");
+        body.push_str(&format!(
+            "<h2>{}</h2><p>{} seats, {} per seat / {}, status {}{}</p>",
+            escape(product),
+            item["quantity"],
+            money(price["unit_amount"].as_i64().unwrap_or(0)),
+            escape(price["recurring"]["interval"].as_str().unwrap_or("month")),
+            escape(sub["status"].as_str().unwrap_or("")),
+            if sub["cancel_at_period_end"] == true { ", cancels at period end" } else { "" }
+        ));
+        let sid = escape(sub["id"].as_str().unwrap_or_default());
+        body.push_str(&format!(
+            "<form method=\"post\"><input type=\"hidden\" name=\"subscription\" value=\"{sid}\">\
+             <label>Seats <input name=\"quantity\" type=\"number\" min=\"1\" max=\"500\" value=\"{}\"></label>\
+             <button name=\"action\" value=\"seats\">Update seats</button></form>",
+            item["quantity"]
+        ));
+        let prices: Vec<String> = config["features"]["subscription_update"]["products"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .flat_map(|p| p["prices"].as_array().cloned().unwrap_or_default())
+                    .filter_map(|p| p.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let options: String = prices
+            .iter()
+            .filter_map(|p| world.get(p))
+            .map(|p| {
+                format!(
+                    "<option value=\"{}\">{} {} / {}</option>",
+                    escape(p["id"].as_str().unwrap_or_default()),
+                    escape(
+                        world
+                            .get(p["product"].as_str().unwrap_or_default())
+                            .and_then(|x| x["name"].as_str())
+                            .unwrap_or("")
+                    ),
+                    money(p["unit_amount"].as_i64().unwrap_or(0)),
+                    escape(p["recurring"]["interval"].as_str().unwrap_or(""))
+                )
+            })
+            .collect();
+        if !options.is_empty() {
+            body.push_str(&format!(
+                "<form method=\"post\"><input type=\"hidden\" name=\"subscription\" value=\"{sid}\"><label>Plan \
+                 <select name=\"price\">{options}</select></label><button name=\"action\" value=\"plan\">Switch plan</button></form>"
+            ));
+        }
+        body.push_str(&format!(
+            "<form method=\"post\"><input type=\"hidden\" name=\"subscription\" value=\"{sid}\">{}</form>",
+            if sub["cancel_at_period_end"] == true {
+                "<button name=\"action\" value=\"renew\">Don't cancel</button>"
+            } else {
+                "<button name=\"action\" value=\"cancel\">Cancel at period end</button>"
+            }
+        ));
+    }
+    let invoices: String = world
+        .list("invoice")
+        .into_iter()
+        .filter(|i| i["customer"] == customer)
+        .map(|i| {
+            format!(
+                "<li>{} {} ({})</li>",
+                i["created"],
+                money(i["amount_due"].as_i64().unwrap_or(0)),
+                escape(i["status"].as_str().unwrap_or(""))
+            )
+        })
+        .collect();
+    body.push_str(&format!("<h2>Invoice history</h2><ul>{invoices}</ul>"));
+    body.push_str(&format!(
+        "<p><a href=\"{}\">Return</a></p>",
+        escape(session["return_url"].as_str().unwrap_or("/"))
+    ));
+    page("Manage your subscription", &body).into_response()
+}
+
+/// Applies a portal action the way Stripe's portal does: changes are invoiced at once
+/// (`always_invoice`), cancellation is at period end.
+pub async fn portal_submit(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let params = form::decode(&body).unwrap_or(Value::Null);
+    let mut world = shared.world.lock().await;
+    let Ok(session) = world.fetch("billing_portal.session", &id) else {
+        return (StatusCode::NOT_FOUND, page("Not found", "<p>No such portal session.</p>")).into_response();
+    };
+    let sub_id = params.str_param("subscription").unwrap_or_default().to_owned();
+    let sub = match world.fetch("subscription", &sub_id) {
+        Ok(s) if s["customer"] == session["customer"] => s,
+        _ => {
+            return (StatusCode::NOT_FOUND, page("Not found", "<p>No such subscription.</p>"))
+                .into_response();
+        }
+    };
+    let now = world.customer_now(sub["customer"].as_str().unwrap_or_default());
+    let item = sub["items"]["data"][0].clone();
+    let (new_price, new_quantity) = match params.str_param("action") {
+        Some("seats") => {
+            (item["price"].clone(), params.int_param("quantity").ok().flatten().unwrap_or(1).clamp(1, 500))
+        }
+        Some("plan") => match params.str_param("price").and_then(|p| world.get(p)).cloned() {
+            Some(p) => (p, item["quantity"].as_i64().unwrap_or(1)),
+            None => return (StatusCode::BAD_REQUEST, page("Portal", "<p>Unknown plan.</p>")).into_response(),
+        },
+        Some(action @ ("cancel" | "renew")) => {
+            let cancel = action == "cancel";
+            billing::update_subscription(&mut world, &sub_id, |s| {
+                s["cancel_at_period_end"] = json!(cancel);
+                s["cancel_at"] =
+                    if cancel { s["items"]["data"][0]["current_period_end"].clone() } else { Value::Null };
+                s["canceled_at"] = if cancel { json!(now) } else { Value::Null };
+                s["cancellation_details"]["reason"] =
+                    if cancel { json!("cancellation_requested") } else { Value::Null };
+            });
+            drop(world);
+            shared.wake.notify_one();
+            return Redirect::to(&format!("/portal/{id}")).into_response();
+        }
+        _ => return (StatusCode::BAD_REQUEST, page("Portal", "<p>Unknown action.</p>")).into_response(),
+    };
+    let lines = billing::proration_lines(&mut world, &sub, &new_price, new_quantity, now);
+    let invoice = billing::new_invoice(&mut world, &sub, "subscription_update", lines, now);
+    let invoice_id = invoice["id"].as_str().unwrap_or_default().to_owned();
+    super::finalize_now(&mut world, &invoice_id, now);
+    billing::update_subscription(&mut world, &sub_id, |s| {
+        s["items"]["data"][0]["price"] = new_price.clone();
+        s["items"]["data"][0]["plan"] = new_price.clone();
+        s["items"]["data"][0]["quantity"] = json!(new_quantity);
+        s["plan"] = new_price.clone();
+        s["quantity"] = json!(new_quantity);
+        s["latest_invoice"] = json!(invoice_id);
+    });
+    let outcome = billing::attempt_payment(&mut world, &shared.settings.billing, &invoice_id, false, now);
+    crate::entitlements::refresh(&mut world, sub["customer"].as_str().unwrap_or_default());
+    drop(world);
+    shared.wake.notify_one();
+    if outcome == ChargeOutcome::Succeeded {
+        Redirect::to(&format!("/portal/{id}")).into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            page("Portal", "<p class=\"error\">The payment for this change failed.</p>"),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,263 @@
+//! stripe-sim: an offline, stateful stand-in for the Stripe API subset hydra-billing uses, served
+//! over real HTTP with Stripe's wire format, errors, idempotency, API-version shapes, test clocks
+//! and signed webhook deliveries. What it models and what it does not: README.md in this crate.
+//!
+//! Start it in-process with [`Simulator::start`] (tests bind port 0) or as
+//! `hydra-billing stripe sim --port P`.
+
+pub mod api;
+pub mod billing;
+pub mod cards;
+pub mod entitlements;
+pub mod error;
+pub mod form;
+pub mod objects;
+pub mod rng;
+pub mod webhooks;
+pub mod world;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use tokio::sync::{Mutex, Notify};
+
+use crate::error::StripeError;
+use crate::world::{CURRENT_API_VERSION, IdempotentResponse, World, render};
+
+pub use crate::billing::{AfterRetries, Settings as BillingSettings};
+pub use crate::webhooks::{Attempt, Chaos, sign, signature_header};
+
+#[derive(Clone, Debug)]
+pub struct SimSettings {
+    pub billing: billing::Settings,
+    pub chaos: Option<Chaos>,
+    /// Waits between webhook attempts after a failure; the last one reached ends the retries.
+    pub webhook_retry_delays: Vec<Duration>,
+}
+
+impl Default for SimSettings {
+    fn default() -> Self {
+        // Stripe retries live events for up to 3 days; a simulator serving tests retries in
+        // seconds so a receiver that was down briefly still gets every event during a test.
+        let webhook_retry_delays = [100, 250, 500, 1000, 2000, 4000].map(Duration::from_millis).to_vec();
+        SimSettings { billing: billing::Settings::default(), chaos: None, webhook_retry_delays }
+    }
+}
+
+/// What every request handler and the deliverer share.
+pub struct Shared {
+    pub world: Mutex<World>,
+    pub settings: SimSettings,
+    /// Every delivery attempt, oldest first.
+    pub attempts: Mutex<Vec<Attempt>>,
+    pub wake: Notify,
+    pub base_url: String,
+}
+
+/// A running simulator.
+pub struct Simulator {
+    pub base_url: String,
+    pub shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<()>,
+    deliverer: tokio::task::JoinHandle<()>,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl Simulator {
+    /// Binds `addr` (port 0 for any) and serves until dropped.
+    pub async fn start(addr: SocketAddr, settings: SimSettings) -> std::io::Result<Simulator> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+        let shared = Arc::new(Shared {
+            world: Mutex::new(World::new()),
+            settings,
+            attempts: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+            base_url: base_url.clone(),
+        });
+        let app = router(shared.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let deliverer = tokio::spawn(webhooks::deliverer(shared.clone()));
+        let ticker = tokio::spawn(realtime_ticker(shared.clone()));
+        Ok(Simulator { base_url, shared, server, deliverer, ticker })
+    }
+
+    /// Every webhook delivery attempt so far.
+    pub async fn attempts(&self) -> Vec<Attempt> {
+        self.shared.attempts.lock().await.clone()
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.server.abort();
+        self.deliverer.abort();
+        self.ticker.abort();
+    }
+}
+
+/// Customers without a test clock live in real time: their renewals and retries run as the
+/// system clock reaches them.
+async fn realtime_ticker(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut world = shared.world.lock().await;
+        let customers: Vec<String> = world
+            .objects
+            .values()
+            .filter(|o| o["object"] == "customer" && o["test_clock"].is_null())
+            .filter_map(|o| o["id"].as_str().map(str::to_owned))
+            .collect();
+        let now = world::system_now();
+        billing::run_until(&mut world, &shared.settings.billing, &customers, now, |_, _| {});
+        drop(world);
+        shared.wake.notify_one();
+    }
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(
+            "/checkout/{id}",
+            axum::routing::get(api::pages::checkout_page).post(api::pages::checkout_submit),
+        )
+        .route("/portal/{id}", axum::routing::get(api::pages::portal_page).post(api::pages::portal_submit))
+        .fallback(dispatch)
+        .with_state(shared)
+}
+
+/// One decoded API request.
+pub struct Req {
+    pub method: Method,
+    /// Path segments after `/v1`.
+    pub path: Vec<String>,
+    pub params: Value,
+    pub version: String,
+    pub idempotency_key: Option<String>,
+    pub request_id: String,
+}
+
+impl Req {
+    /// `expand[]` parameter values.
+    pub fn expand(&self) -> Vec<String> {
+        self.params["expand"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+}
+
+async fn dispatch(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match handle(&shared, method, uri, headers, body).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn check_key(headers: &HeaderMap) -> Result<(), StripeError> {
+    let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
+        return Err(StripeError::unauthorized(
+            "You did not provide an API key. You need to provide your API key in the Authorization header, \
+             using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
+        ));
+    };
+    let key = value.strip_prefix("Bearer ").unwrap_or(value).trim();
+    if key.starts_with("sk_test_") || key.starts_with("rk_test_") {
+        Ok(())
+    } else {
+        // Never echo the key: show its last four characters only, as Stripe does.
+        let tail: String = key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+        Err(StripeError::unauthorized(format!(
+            "Invalid API Key provided: ****{tail}. The simulator accepts test-mode keys only."
+        )))
+    }
+}
+
+async fn handle(
+    shared: &Shared,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, StripeError> {
+    let path = uri.path();
+    let Some(rest) = path.strip_prefix("/v1/") else {
+        return Err(StripeError::no_such("route", path)
+            .with("message", format!("Unrecognized request URL ({method}: {path}).")));
+    };
+    check_key(&headers)?;
+    let raw = if method == Method::GET || method == Method::DELETE {
+        uri.query().unwrap_or_default().as_bytes().to_vec()
+    } else {
+        body.to_vec()
+    };
+    let params = form::decode(&raw)?;
+    let version =
+        headers.get("stripe-version").and_then(|v| v.to_str().ok()).unwrap_or(CURRENT_API_VERSION).to_owned();
+    let idempotency_key = (method == Method::POST)
+        .then(|| headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned))
+        .flatten();
+    let mut world = shared.world.lock().await;
+    let request_id = world.new_id("req");
+    let req = Req {
+        method: method.clone(),
+        path: rest.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        params,
+        version,
+        idempotency_key,
+        request_id,
+    };
+    // Same key, same endpoint and parameters: the first response again; other parameters: an error.
+    let fingerprint = format!("{} {} {}", req.method, path, req.params);
+    if let Some((key, saved)) =
+        req.idempotency_key.as_ref().and_then(|k| Some((k, world.idempotency.get(k)?)))
+    {
+        if saved.fingerprint != fingerprint {
+            return Err(StripeError::idempotency(key));
+        }
+        let mut response = json_response(saved.status, &saved.body);
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        return Ok(response);
+    }
+    let result = api::route(&mut world, shared, &req);
+    let (status, body) = match &result {
+        Ok(object) => {
+            let mut rendered = render(object, &req.version);
+            world::expand(&world, &mut rendered, &req.expand(), &req.version);
+            (200, rendered)
+        }
+        Err(e) => (e.status, e.body()),
+    };
+    // Stripe does not save validation failures (they may be retried with the same key).
+    let saved = result.is_ok() || result.as_ref().is_err_and(|e| e.kind != "invalid_request_error");
+    if let (Some(key), true) = (&req.idempotency_key, saved) {
+        world.idempotency.insert(key.clone(), IdempotentResponse { fingerprint, status, body: body.clone() });
+    }
+    drop(world);
+    shared.wake.notify_one();
+    let mut response = json_response(status, &body);
+    if let Ok(id) = HeaderValue::from_str(&req.request_id) {
+        response.headers_mut().insert("request-id", id);
+    }
+    Ok(response)
+}
+
+fn json_response(status: u16, body: &Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    (status, axum::Json(body.clone())).into_response()
+}

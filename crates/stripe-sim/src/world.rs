@@ -1,0 +1,280 @@
+//! Owns the simulator's state: every Stripe object by id (stored in the current API shape), the
+//! event log, idempotency records, time (system or a test clock's), and rendering objects in the
+//! shape of the API version a caller asked for.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value, json};
+
+use crate::objects;
+
+/// The API version objects are stored in, and the default for callers that send none: the
+/// version `fixtures3.json` was generated for.
+pub const CURRENT_API_VERSION: &str = "2026-07-29.dahlia";
+/// Versions before this one read period fields on the subscription and `invoice.subscription`.
+pub const BASIL: &str = "2025-03-31";
+
+/// A recorded response, replayed for a repeated `Idempotency-Key` with the same request.
+#[derive(Clone)]
+pub struct IdempotentResponse {
+    pub fingerprint: String,
+    pub status: u16,
+    pub body: Value,
+}
+
+/// Simulator bookkeeping that is not part of any Stripe object.
+#[derive(Clone, Debug, Default)]
+pub struct InvoiceState {
+    /// When a draft renewal invoice is finalized and first charged.
+    pub finalize_at: Option<i64>,
+    /// Time of the first payment attempt; retries are scheduled from it.
+    pub first_attempt_at: Option<i64>,
+    /// A subscription change applied only once this invoice is paid (`pending_if_incomplete`).
+    pub pending_update: Option<Value>,
+}
+
+pub struct World {
+    pub objects: BTreeMap<String, Value>,
+    /// Event ids, oldest first.
+    pub events: Vec<String>,
+    pub idempotency: HashMap<String, IdempotentResponse>,
+    pub invoice_state: HashMap<String, InvoiceState>,
+    /// Which test card a payment method behaves as, by payment method id.
+    pub cards: HashMap<String, crate::cards::Card>,
+    /// Customers whose card was saved through an on-session authentication (3155 then passes
+    /// off-session).
+    pub set_up: std::collections::HashSet<String>,
+    next: u64,
+    salt: u64,
+    /// Events created since the webhook deliverer last looked.
+    pub undelivered: Vec<String>,
+    /// The invoice line each pending proration invoice item becomes on the next invoice.
+    pub pending_lines: HashMap<String, Value>,
+    /// Checkout Session line items and options, by session id (Stripe returns them only expanded).
+    pub checkout_items: HashMap<String, Value>,
+    /// The product each product-feature attachment belongs to (not a field of the object).
+    pub product_of_feature: HashMap<String, String>,
+    /// The feature ids each customer was last told it has, to emit summaries only on change.
+    pub entitled: HashMap<String, Vec<String>>,
+    /// Webhook endpoint signing secrets (Stripe shows a secret only when the endpoint is created).
+    pub secrets: HashMap<String, String>,
+    /// Invoices whose payment the customer just authenticated: the next attempt goes through.
+    pub authenticated: std::collections::HashSet<String>,
+}
+
+impl World {
+    pub fn new() -> World {
+        // Ids differ between runs so a service database kept across simulator restarts never sees
+        // a reused id.
+        let salt = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id()).rotate_left(32);
+        World {
+            objects: BTreeMap::new(),
+            events: Vec::new(),
+            idempotency: HashMap::new(),
+            invoice_state: HashMap::new(),
+            cards: HashMap::new(),
+            set_up: Default::default(),
+            next: 0,
+            salt,
+            undelivered: Vec::new(),
+            pending_lines: HashMap::new(),
+            checkout_items: HashMap::new(),
+            product_of_feature: HashMap::new(),
+            entitled: HashMap::new(),
+            secrets: HashMap::new(),
+            authenticated: Default::default(),
+        }
+    }
+
+    /// A fresh id like Stripe's: prefix, underscore, 24 base-62 characters.
+    pub fn new_id(&mut self, prefix: &str) -> String {
+        const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        self.next += 1;
+        let mut rng = crate::rng::Rng::new(self.salt ^ self.next);
+        let mut s = format!("{prefix}_");
+        s.extend((0..24).map(|_| ALPHABET[rng.below(62) as usize] as char));
+        s
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Value> {
+        self.objects.get(id)
+    }
+
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Value> {
+        self.objects.get_mut(id)
+    }
+
+    /// The object of `kind` with `id`, or Stripe's 404.
+    pub fn fetch(&self, kind: &str, id: &str) -> Result<Value, crate::error::StripeError> {
+        match self.objects.get(id) {
+            Some(o) if o["object"] == kind => Ok(o.clone()),
+            _ => Err(crate::error::StripeError::no_such(kind_name(kind), id)),
+        }
+    }
+
+    pub fn put(&mut self, object: Value) -> Value {
+        if let Some(id) = object["id"].as_str() {
+            self.objects.insert(id.to_owned(), object.clone());
+        }
+        object
+    }
+
+    /// Builds a complete object of `kind` from the fields we know, with a fresh id.
+    pub fn create(&mut self, kind: &str, prefix: &str, known: Value) -> Value {
+        let id = self.new_id(prefix);
+        let mut object = objects::complete(kind, known);
+        object["id"] = Value::String(id);
+        object["object"] = Value::String(kind.to_owned());
+        self.put(object)
+    }
+
+    /// The current time for objects on `clock` (a test clock id), else the system's.
+    pub fn now(&self, clock: Option<&str>) -> i64 {
+        clock
+            .and_then(|c| self.objects.get(c))
+            .and_then(|c| c["frozen_time"].as_i64())
+            .unwrap_or_else(system_now)
+    }
+
+    /// The time of a customer: its test clock's, or the system's.
+    pub fn customer_now(&self, customer: &str) -> i64 {
+        let clock = self.objects.get(customer).and_then(|c| c["test_clock"].as_str()).map(str::to_owned);
+        self.now(clock.as_deref())
+    }
+
+    /// Records an event (Stripe's shape) about `object`, with `previous` for `*.updated` events.
+    pub fn emit(
+        &mut self,
+        kind: &str,
+        object: &Value,
+        previous: Option<Value>,
+        request: Option<(&str, Option<&str>)>,
+    ) {
+        let customer = object["customer"].as_str().map(str::to_owned).or_else(|| {
+            (object["object"] == "customer").then(|| object["id"].as_str().unwrap_or_default().to_owned())
+        });
+        let created = customer.as_deref().map_or_else(system_now, |c| self.customer_now(c));
+        let mut data = Map::new();
+        data.insert("object".into(), object.clone());
+        if let Some(prev) = previous {
+            data.insert("previous_attributes".into(), prev);
+        }
+        let (request_id, idempotency_key) = match request {
+            Some((id, key)) => (json!(id), json!(key)),
+            None => (Value::Null, Value::Null),
+        };
+        let event = self.create(
+            "event",
+            "evt",
+            json!({
+                "api_version": CURRENT_API_VERSION,
+                "created": created,
+                "data": Value::Object(data),
+                "livemode": false,
+                "pending_webhooks": 0,
+                "request": {"id": request_id, "idempotency_key": idempotency_key},
+                "type": kind,
+            }),
+        );
+        let id = event["id"].as_str().unwrap_or_default().to_owned();
+        self.events.push(id.clone());
+        self.undelivered.push(id);
+    }
+
+    /// All objects of one kind, newest first (Stripe's list order).
+    pub fn list(&self, kind: &str) -> Vec<Value> {
+        let mut all: Vec<Value> = self.objects.values().filter(|o| o["object"] == kind).cloned().collect();
+        all.sort_by(|a, b| b["created"].as_i64().cmp(&a["created"].as_i64()));
+        all
+    }
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
+}
+
+pub fn system_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The noun Stripe uses in "No such …" messages.
+fn kind_name(kind: &str) -> &str {
+    match kind {
+        "checkout.session" => "checkout.session",
+        "billing_portal.configuration" => "configuration",
+        "test_helpers.test_clock" => "test_clock",
+        other => other,
+    }
+}
+
+/// Renders a stored (current-shape) object for `version`: callers pinned before 2025-03-31.basil
+/// read period fields on the subscription and `invoice.subscription`, which we add; current
+/// callers get the stored shape.
+pub fn render(object: &Value, version: &str) -> Value {
+    let mut out = object.clone();
+    if version >= BASIL {
+        return out;
+    }
+    legacy_shape(&mut out);
+    out
+}
+
+fn legacy_shape(object: &mut Value) {
+    match object["object"].as_str() {
+        Some("subscription") => {
+            let item = object["items"]["data"][0].clone();
+            object["current_period_start"] = item["current_period_start"].clone();
+            object["current_period_end"] = item["current_period_end"].clone();
+        }
+        Some("invoice") => {
+            object["subscription"] = object["parent"]["subscription_details"]["subscription"].clone();
+            if let Some(lines) = object["lines"]["data"].as_array_mut() {
+                for line in lines {
+                    let details = line["parent"]["subscription_item_details"].clone();
+                    line["subscription"] = details["subscription"].clone();
+                    line["subscription_item"] = details["subscription_item"].clone();
+                    line["proration"] = details["proration"].clone();
+                    line["type"] = json!("subscription");
+                    line["price"] = line["pricing"]["price_details"]["price"].clone();
+                }
+            }
+        }
+        Some("event") => {
+            if let Some(inner) = object.get_mut("data").and_then(|d| d.get_mut("object")) {
+                legacy_shape(inner);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Replaces the expandable ids named by `expand` (dot paths) with the objects they name.
+pub fn expand(world: &World, object: &mut Value, paths: &[String], version: &str) {
+    for path in paths {
+        expand_path(world, object, &path.split('.').collect::<Vec<_>>(), version, 0);
+    }
+}
+
+fn expand_path(world: &World, node: &mut Value, path: &[&str], version: &str, depth: usize) {
+    let Some((head, rest)) = path.split_first() else { return };
+    if depth > 4 {
+        return;
+    }
+    if *head == "data" {
+        if let Some(items) = node.get_mut("data").and_then(Value::as_array_mut) {
+            for item in items {
+                expand_path(world, item, rest, version, depth + 1);
+            }
+        }
+        return;
+    }
+    let Some(field) = node.get_mut(*head) else { return };
+    if let Some(found) = field.as_str().and_then(|id| world.get(id)) {
+        *field = render(found, version);
+    }
+    expand_path(world, field, rest, version, depth + 1);
+}
