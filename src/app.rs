@@ -34,6 +34,9 @@ pub struct Inner {
     /// Set while `BILLING_ENABLED=false`: access is judged as if the clock stopped here.
     pub billing_disabled_since: Option<Timestamp>,
     pub metrics: PrometheusHandle,
+    pub stripe: crate::stripe::StripeClient,
+    /// Wakes the event worker when a webhook has been stored.
+    pub worker_wake: tokio::sync::Notify,
 }
 
 /// What every handler and job shares; cheap to clone.
@@ -52,13 +55,21 @@ impl AppState {
     pub async fn new(config: Config, db: Db, clock: Clock) -> anyhow::Result<AppState> {
         db.migrate_up().await.context("cannot apply database migrations")?;
         let billing_disabled_since = billing_switch(&db, config.billing_enabled, clock.now()).await?;
+        let stripe =
+            crate::stripe::StripeClient::new(&config.stripe.api_base, config.stripe.secret_key.clone());
         Ok(AppState(Arc::new(Inner {
             config,
             db,
             clock,
             billing_disabled_since,
             metrics: telemetry::metrics_handle(),
+            stripe,
+            worker_wake: tokio::sync::Notify::new(),
         })))
+    }
+
+    pub fn wake_worker(&self) {
+        self.worker_wake.notify_one();
     }
 
     /// The instant access rules are judged at: now, or the moment billing was disabled.
@@ -141,6 +152,11 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", state.config.bind))?;
         Ok(Application { listener, state })
+    }
+
+    /// On a listener bound beforehand (tests that must know the URL before the config exists).
+    pub fn on_listener(state: AppState, listener: TcpListener) -> Application {
+        Application { listener, state }
     }
 
     pub fn port(&self) -> u16 {

@@ -51,11 +51,34 @@ enum Command {
         #[command(subcommand)]
         action: JobsAction,
     },
+    /// Stored Stripe events: list them, or replay one (the running service processes it).
+    Events {
+        #[command(subcommand)]
+        action: EventsAction,
+    },
+    /// Re-read Stripe for one tenant (or every tenant with a customer) and repair our rows.
+    Reconcile {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// Stripe tools.
     Stripe {
         #[command(subcommand)]
         action: StripeAction,
     },
+}
+
+#[derive(Subcommand)]
+enum EventsAction {
+    /// Newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Queue one stored event to be processed again.
+    Replay { id: String },
 }
 
 #[derive(Subcommand)]
@@ -91,7 +114,7 @@ enum MigrateAction {
 
 #[derive(Subcommand)]
 enum JobsAction {
-    /// Run one job now: free-tier-reset or reservation-expiry.
+    /// Run one job now: free-tier-reset, reservation-expiry or outbox.
     RunOnce { name: String },
 }
 
@@ -110,6 +133,8 @@ pub async fn main() -> ExitCode {
             token(&tenant, email.as_deref(), &uid, role, &ttl)
         }
         Command::Jobs { action: JobsAction::RunOnce { name } } => run_job(&name).await,
+        Command::Events { action } => events_command(action).await,
+        Command::Reconcile { tenant } => reconcile(tenant.as_deref()).await,
         Command::Stripe { action: StripeAction::Sim { port, host, chaos_seed } } => {
             run_simulator(std::net::SocketAddr::new(host, port), chaos_seed).await
         }
@@ -256,10 +281,65 @@ async fn run_job(name: &str) -> anyhow::Result<()> {
         let names: Vec<_> = Job::ALL.iter().map(|j| j.name()).collect();
         bail!("no job {name:?}; jobs are {}", names.join(", "));
     };
+    let vars = config::env_map();
     let db = connect_from_env().await?;
     db.migrate_up().await?;
-    let rows = jobs::run_once(&db, job, Clock::System.now()).await?;
+    let smtp_url = vars.get("SMTP_URL").filter(|v| !v.is_empty()).map(Secret::new);
+    let public_url =
+        vars.get("PUBLIC_URL").cloned().unwrap_or_else(|| format!("http://{}", config::DEFAULT_BIND));
+    let ctx = jobs::JobContext {
+        db: &db,
+        now: Clock::System.now(),
+        smtp_url: smtp_url.as_ref(),
+        public_url: &public_url,
+    };
+    let rows = jobs::run_once(&ctx, job).await?;
     println!("{}: {rows} rows changed", job.name());
+    Ok(())
+}
+
+async fn events_command(action: EventsAction) -> anyhow::Result<()> {
+    let db = connect_from_env().await?;
+    db.migrate_up().await?;
+    match action {
+        EventsAction::List { status, limit } => {
+            if let Some(s) = status.as_deref().filter(|s| !crate::events::STATUSES.contains(s)) {
+                bail!("status {s:?} is one of {}", crate::events::STATUSES.join(", "));
+            }
+            for e in crate::events::list(&db, status.as_deref(), limit.clamp(1, 10_000)).await? {
+                println!(
+                    "{}  {:<10} {:<48} attempts={} {}",
+                    e.id,
+                    e.status,
+                    e.kind,
+                    e.attempts,
+                    e.last_error.as_deref().unwrap_or("")
+                );
+            }
+        }
+        EventsAction::Replay { id } => {
+            if !crate::events::replay(&db, &id).await? {
+                bail!("no stored event {id}");
+            }
+            println!("{id} queued; the running service processes it");
+        }
+    }
+    Ok(())
+}
+
+/// Who a CLI write is attributed to in the audit log.
+fn cli_actor() -> String {
+    let user =
+        std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
+async fn reconcile(tenant: Option<&str>) -> anyhow::Result<()> {
+    let config = Config::from_vars(&config::env_map()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let db = Db::connect(&config.database_url).await?;
+    let state = AppState::new(config, db, Clock::System).await?;
+    let (checked, repaired) = crate::sync::reconcile(&state, tenant, &cli_actor()).await?;
+    println!("reconciled {checked} tenants; repaired {repaired}");
     Ok(())
 }
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use crate::app::AppState;
 use crate::clock::Timestamp;
+use crate::config::Secret;
 use crate::db::Db;
+use crate::email;
 use crate::usage;
 use crate::with_db;
 
@@ -16,15 +18,18 @@ pub enum Job {
     FreeTierReset,
     /// Marks unsettled usage reservations past their expiry.
     ReservationExpiry,
+    /// Sends pending billing emails.
+    Outbox,
 }
 
 impl Job {
-    pub const ALL: [Job; 2] = [Job::FreeTierReset, Job::ReservationExpiry];
+    pub const ALL: [Job; 3] = [Job::FreeTierReset, Job::ReservationExpiry, Job::Outbox];
 
     pub fn name(self) -> &'static str {
         match self {
             Job::FreeTierReset => "free-tier-reset",
             Job::ReservationExpiry => "reservation-expiry",
+            Job::Outbox => "outbox",
         }
     }
 
@@ -36,15 +41,26 @@ impl Job {
         match self {
             Job::FreeTierReset => Duration::from_secs(3600),
             Job::ReservationExpiry => Duration::from_secs(60),
+            Job::Outbox => Duration::from_secs(10),
         }
     }
 }
 
+/// What a job may need besides the database.
+pub struct JobContext<'a> {
+    pub db: &'a Db,
+    pub now: Timestamp,
+    pub smtp_url: Option<&'a Secret>,
+    pub public_url: &'a str,
+}
+
 /// Runs one job now and records its outcome in `job_runs`. Returns the rows it changed.
-pub async fn run_once(db: &Db, job: Job, now: Timestamp) -> anyhow::Result<u64> {
+pub async fn run_once(ctx: &JobContext<'_>, job: Job) -> anyhow::Result<u64> {
+    let (db, now) = (ctx.db, ctx.now);
     let result = match job {
-        Job::FreeTierReset => usage::reset_free_tier_windows(db, now).await,
-        Job::ReservationExpiry => usage::expire_reservations(db, now).await,
+        Job::FreeTierReset => usage::reset_free_tier_windows(db, now).await.map_err(anyhow::Error::from),
+        Job::ReservationExpiry => usage::expire_reservations(db, now).await.map_err(anyhow::Error::from),
+        Job::Outbox => email::send_pending(db, ctx.smtp_url, &email::sender(ctx.public_url), now).await,
     };
     let (outcome, rows) = match &result {
         Ok(rows) => ("ok", i64::try_from(*rows).unwrap_or(i64::MAX)),
@@ -66,13 +82,14 @@ pub async fn run_once(db: &Db, job: Job, now: Timestamp) -> anyhow::Result<u64> 
         .map(|r| r.rows_affected())
     })?;
     metrics::counter!("hydra_job_runs_total", "job" => job.name(), "outcome" => outcome).increment(1);
-    Ok(result?)
+    result
 }
 
-/// One tokio task per job, each on its own interval; a failed run is logged and retried at the
-/// next tick.
+/// One tokio task per job, each on its own interval (a failed run is logged and retried at the
+/// next tick), plus the webhook event worker.
 pub fn spawn_scheduler(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let worker = tokio::spawn(crate::events::worker(state.clone()));
         let tasks: Vec<_> = Job::ALL
             .into_iter()
             .map(|job| {
@@ -82,7 +99,13 @@ pub fn spawn_scheduler(state: AppState) -> tokio::task::JoinHandle<()> {
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     loop {
                         tick.tick().await;
-                        match run_once(&state.db, job, state.clock.now()).await {
+                        let ctx = JobContext {
+                            db: &state.db,
+                            now: state.clock.now(),
+                            smtp_url: state.config.smtp_url.as_ref(),
+                            public_url: &state.config.public_url,
+                        };
+                        match run_once(&ctx, job).await {
                             Ok(rows) => tracing::info!(job = job.name(), rows, "job ran"),
                             Err(e) => {
                                 tracing::error!(job = job.name(), error = format!("{e:#}"), "job failed")
@@ -92,6 +115,7 @@ pub fn spawn_scheduler(state: AppState) -> tokio::task::JoinHandle<()> {
                 })
             })
             .collect();
+        let _ = worker.await;
         for task in tasks {
             let _ = task.await;
         }

@@ -17,13 +17,23 @@ pub mod clock;
 pub mod config;
 /// SQLite/PostgreSQL pools and migrations.
 pub mod db;
+/// Billing emails and the outbox.
+pub mod email;
 /// The one error shape.
 pub mod error;
+/// Stored Stripe events and the worker that processes them.
+pub mod events;
 /// Background jobs.
 pub mod jobs;
+/// The Stripe API client and lenient object readers.
+pub mod stripe;
+/// Fetch-and-sync: Stripe's live state applied to tenants.
+pub mod sync;
 /// Logs and metrics.
 pub mod telemetry;
 /// The tenants table and the billing audit log.
 pub mod tenants;
 /// Free-tier metering.
 pub mod usage;
+/// The Stripe webhook endpoint and signature checks.
+pub mod webhooks;

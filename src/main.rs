@@ -4,5 +4,6 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    hydra_billing::stripe::install_crypto_provider();
     hydra_billing::cli::main().await
 }

@@ -18,7 +18,7 @@ macro_rules! tenant_columns {
          stripe_customer_id, stripe_subscription_id, stripe_subscription_status, stripe_price_id, \
          stripe_current_period_end, stripe_seat_count, plan_tier, stripe_interval, \
          cancel_at_period_end, cancel_at, cancellation_reason, grace_started_at, \
-         manual_plan_tier, manual_plan_reason, manual_contract_ends_at"
+         manual_plan_tier, manual_plan_reason, manual_contract_ends_at, entitlements"
     };
 }
 
@@ -48,6 +48,8 @@ pub struct TenantRow {
     pub manual_plan_tier: Option<String>,
     pub manual_plan_reason: Option<String>,
     pub manual_contract_ends_at: Option<i64>,
+    /// Active entitlement lookup keys (a JSON array), as Stripe last reported them.
+    pub entitlements: Option<String>,
 }
 
 impl TenantRow {
@@ -103,6 +105,29 @@ pub async fn get(db: &Db, id: &str) -> Result<Option<TenantRow>, sqlx::Error> {
     })
 }
 
+/// The tenant whose stored Stripe customer is `customer`.
+pub async fn by_customer(db: &Db, customer: &str) -> Result<Option<TenantRow>, sqlx::Error> {
+    with_db!(db, |pool| {
+        sqlx::query_as(concat!("SELECT ", tenant_columns!(), " FROM tenants WHERE stripe_customer_id = $1"))
+            .bind(customer)
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+/// Every tenant that has a Stripe customer (what reconciliation walks).
+pub async fn with_customers(db: &Db) -> Result<Vec<TenantRow>, sqlx::Error> {
+    with_db!(db, |pool| {
+        sqlx::query_as(concat!(
+            "SELECT ",
+            tenant_columns!(),
+            " FROM tenants WHERE stripe_customer_id IS NOT NULL ORDER BY id"
+        ))
+        .fetch_all(pool)
+        .await
+    })
+}
+
 /// Creates the tenant (free) or updates its name and billing email. Returns the row and whether
 /// it was created.
 pub async fn upsert(
@@ -132,7 +157,7 @@ pub async fn upsert(
     Ok((row, !existed))
 }
 
-const INSERT_AUDIT_SQL: &str = "INSERT INTO billing_audit_log \
+pub const INSERT_AUDIT_SQL: &str = "INSERT INTO billing_audit_log \
      (id, tenant_id, actor, action, before_state, after_state, reason, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 

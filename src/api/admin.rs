@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -68,4 +68,45 @@ pub async fn set_plan(
         "manual_contract_ends_at": rfc3339_opt(row.manual_contract_ends_at),
         "plan_tier": effective.tier,
     })))
+}
+
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/admin/events[?status=…]`: stored Stripe events, newest first.
+pub async fn list_events(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(query) = query?;
+    if let Some(s) = query.status.as_deref().filter(|s| !crate::events::STATUSES.contains(s)) {
+        return Err(ApiError::invalid(format!(
+            "status {s:?} is one of {}",
+            crate::events::STATUSES.join(", ")
+        )));
+    }
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let rows = crate::events::list(&state.db, query.status.as_deref(), limit).await?;
+    Ok(Json(json!({ "data": rows.iter().map(|r| r.to_json()).collect::<Vec<_>>() })))
+}
+
+/// `POST /api/admin/events/{id}/replay`: process a stored event again (safe: fetch-and-sync).
+pub async fn replay_event(
+    admin: AdminAuth,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    if id.len() > 255 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(ApiError::invalid("not an event id"));
+    }
+    if !crate::events::replay(&state.db, &id).await? {
+        return Err(ApiError::not_found(format!("no stored event {id}")));
+    }
+    tracing::info!(event_id = %id, actor = %admin.actor, "event replay requested");
+    state.wake_worker();
+    Ok(Json(json!({ "id": id, "status": "received" })))
 }

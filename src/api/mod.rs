@@ -24,6 +24,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/billing/status", get(billing::status))
         .route("/api/billing/usage/reservations/{id}", get(billing::reservation))
         .route("/api/admin/tenants/{id}/plan", post(admin::set_plan))
+        .route("/api/admin/events", get(admin::list_events))
+        .route("/api/admin/events/{id}/replay", post(admin::replay_event))
+        .route("/api/webhooks/stripe", post(crate::webhooks::receive))
 }
 
 pub async fn not_found() -> ApiError {

@@ -22,5 +22,13 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 pub async fn metrics(_: ServiceAuth, State(state): State<AppState>) -> impl IntoResponse {
+    // Gauges read from the database at scrape time, so every replica reports the shared truth.
+    if let Ok(stats) = crate::events::stats(&state.db, state.clock.now()).await {
+        for (status, count) in stats.by_status {
+            metrics::gauge!("hydra_stripe_events", "status" => status).set(count as f64);
+        }
+        metrics::gauge!("hydra_stripe_event_oldest_unprocessed_age_seconds")
+            .set(stats.oldest_unprocessed_age as f64);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }

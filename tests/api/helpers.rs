@@ -200,7 +200,13 @@ impl TestApp {
 
     pub async fn run_job(&self, name: &str) -> u64 {
         let job = hydra_billing::jobs::Job::parse(name).unwrap();
-        hydra_billing::jobs::run_once(&self.db, job, self.clock.now()).await.unwrap()
+        let ctx = hydra_billing::jobs::JobContext {
+            db: &self.db,
+            now: self.clock.now(),
+            smtp_url: self.state.config.smtp_url.as_ref(),
+            public_url: &self.state.config.public_url,
+        };
+        hydra_billing::jobs::run_once(&ctx, job).await.unwrap()
     }
 
     /// Stands in for a provisioned subscription until webhooks write it (stored columns only).
@@ -243,4 +249,234 @@ pub async fn error_of(response: Response, status: StatusCode) -> Value {
 
 pub async fn json(response: Response) -> Value {
     response.json().await.unwrap()
+}
+
+pub const WEBHOOK_SECRET: &str = "whsec_fake_harness";
+
+/// The app wired to a fresh in-process Stripe simulator with the four prices created on it.
+pub struct WithStripe {
+    pub app: TestApp,
+    pub sim: stripe_sim::Simulator,
+    pub prices: Prices,
+}
+
+pub struct Prices {
+    pub team_monthly: String,
+    pub team_annual: String,
+    pub business_monthly: String,
+    pub business_annual: String,
+}
+
+pub async fn sim_call(
+    sim: &stripe_sim::Simulator,
+    method: reqwest::Method,
+    path: &str,
+    params: &[(&str, &str)],
+) -> Value {
+    let client = reqwest::Client::new();
+    let req =
+        client.request(method.clone(), format!("{}{path}", sim.base_url)).bearer_auth("sk_test_fake_harness");
+    let req = if method == reqwest::Method::GET { req.query(params) } else { req.form(params) };
+    let response = req.send().await.unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "{path}: {body}");
+    body
+}
+
+pub async fn spawn_with_stripe() -> WithStripe {
+    spawn_with_stripe_and(|_| {}).await
+}
+
+/// The same, with the test environment changed by `tweak` as well.
+pub async fn spawn_with_stripe_and(
+    tweak: impl FnOnce(&mut HashMap<String, String>) + Send + 'static,
+) -> WithStripe {
+    let sim =
+        stripe_sim::Simulator::start("127.0.0.1:0".parse().unwrap(), stripe_sim::SimSettings::default())
+            .await
+            .unwrap();
+    let mut ids = Vec::new();
+    for (name, monthly, annual) in [("Hydra Team", "2000", "19200"), ("Hydra Business", "4000", "38400")] {
+        let product = sim_call(&sim, reqwest::Method::POST, "/v1/products", &[("name", name)]).await;
+        let product = product["id"].as_str().unwrap().to_owned();
+        for (amount, interval) in [(monthly, "month"), (annual, "year")] {
+            let price = sim_call(
+                &sim,
+                reqwest::Method::POST,
+                "/v1/prices",
+                &[
+                    ("product", &product),
+                    ("unit_amount", amount),
+                    ("currency", "usd"),
+                    ("recurring[interval]", interval),
+                ],
+            )
+            .await;
+            ids.push(price["id"].as_str().unwrap().to_owned());
+        }
+    }
+    let prices = Prices {
+        team_monthly: ids[0].clone(),
+        team_annual: ids[1].clone(),
+        business_monthly: ids[2].clone(),
+        business_annual: ids[3].clone(),
+    };
+    let base = sim.base_url.clone();
+    let (tm, ta, bm, ba) = (ids[0].clone(), ids[1].clone(), ids[2].clone(), ids[3].clone());
+    let app = spawn_app_with(move |env| {
+        env.insert("STRIPE_API_BASE".into(), base);
+        env.insert("STRIPE_TEAM_MONTHLY_PRICE_ID".into(), tm);
+        env.insert("STRIPE_TEAM_ANNUAL_PRICE_ID".into(), ta);
+        env.insert("STRIPE_BUSINESS_MONTHLY_PRICE_ID".into(), bm);
+        env.insert("STRIPE_BUSINESS_ANNUAL_PRICE_ID".into(), ba);
+        tweak(env);
+    })
+    .await;
+    WithStripe { app, sim, prices }
+}
+
+impl WithStripe {
+    pub async fn post(&self, path: &str, params: &[(&str, &str)]) -> Value {
+        sim_call(&self.sim, reqwest::Method::POST, path, params).await
+    }
+
+    pub async fn get(&self, path: &str, params: &[(&str, &str)]) -> Value {
+        sim_call(&self.sim, reqwest::Method::GET, path, params).await
+    }
+
+    /// A tenant with a billing email and a Stripe customer on a fresh test clock at the app's
+    /// start time, linked the way checkout links them. Returns (customer, clock).
+    pub async fn tenant_with_customer(&self, tenant: &str, card: &str) -> (String, String) {
+        self.app
+            .put_tenant(
+                tenant,
+                &serde_json::json!({"name": tenant, "billing_email": format!("billing@{tenant}.test")}),
+            )
+            .await;
+        let clock = self.post("/v1/test_helpers/test_clocks", &[("frozen_time", &START.to_string())]).await;
+        let clock = clock["id"].as_str().unwrap().to_owned();
+        let customer = self
+            .post(
+                "/v1/customers",
+                &[
+                    ("email", &format!("billing@{tenant}.test")),
+                    ("test_clock", &clock),
+                    ("payment_method", card),
+                    ("metadata[hydra_tenant_id]", tenant),
+                ],
+            )
+            .await;
+        let customer = customer["id"].as_str().unwrap().to_owned();
+        with_db!(&self.app.db, |pool| {
+            sqlx::query("UPDATE tenants SET stripe_customer_id = $2 WHERE id = $1")
+                .bind(tenant)
+                .bind(&customer)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
+        .unwrap();
+        (customer, clock)
+    }
+
+    /// A subscription created through the API, paid with the customer's default card.
+    pub async fn subscribe(&self, customer: &str, price: &str, quantity: &str) -> Value {
+        self.post(
+            "/v1/subscriptions",
+            &[("customer", customer), ("items[0][price]", price), ("items[0][quantity]", quantity)],
+        )
+        .await
+    }
+
+    pub async fn advance(&self, clock: &str, to: Timestamp) {
+        self.post(
+            &format!("/v1/test_helpers/test_clocks/{clock}/advance"),
+            &[("frozen_time", &to.to_string())],
+        )
+        .await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.get(&format!("/v1/test_helpers/test_clocks/{clock}"), &[]).await["status"] != "ready" {
+            assert!(std::time::Instant::now() < deadline, "test clock never ready");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Every event the simulator has recorded for `customer`, oldest first, of the types we handle.
+    pub async fn events_of(&self, customer: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut params = vec![("limit", "100".to_owned())];
+            if let Some(a) = &after {
+                params.push(("starting_after", a.clone()));
+            }
+            let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let page = self.get("/v1/events", &params).await;
+            let data = page["data"].as_array().unwrap().clone();
+            after = data.last().and_then(|e| e["id"].as_str()).map(str::to_owned);
+            all.extend(data);
+            if page["has_more"] != true {
+                break;
+            }
+        }
+        all.reverse();
+        all.into_iter()
+            .filter(|e| hydra_billing::webhooks::HANDLED.contains(&e["type"].as_str().unwrap_or_default()))
+            .filter(|e| hydra_billing::webhooks::event_customer(e).as_deref() == Some(customer))
+            .collect()
+    }
+}
+
+impl TestApp {
+    /// Posts `event` to the webhook endpoint signed with the configured secret at the app's time.
+    pub async fn deliver(&self, event: &Value) -> StatusCode {
+        let body = serde_json::to_vec(event).unwrap();
+        let header = stripe_sim::signature_header(WEBHOOK_SECRET, self.clock.now(), &body);
+        self.deliver_raw(&body, Some(&header)).await
+    }
+
+    pub async fn deliver_raw(&self, body: &[u8], signature: Option<&str>) -> StatusCode {
+        let mut req = self
+            .client
+            .post(self.url("/api/webhooks/stripe"))
+            .body(body.to_vec())
+            .header("content-type", "application/json");
+        if let Some(s) = signature {
+            req = req.header("stripe-signature", s);
+        }
+        req.send().await.unwrap().status()
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .bearer_auth(SERVICE_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub async fn drain(&self) -> usize {
+        hydra_billing::events::drain(&self.state).await.unwrap()
+    }
+
+    /// The tenant's row and audit log as text: equal snapshots mean nothing changed.
+    pub async fn snapshot(&self, tenant: &str) -> String {
+        let mut row = self.tenant(tenant).await;
+        // Bookkeeping that moves on every touch, not billing state.
+        row.updated_at = 0;
+        let audit = hydra_billing::tenants::audit_log(&self.db, tenant).await.unwrap();
+        let emails: Vec<(String,)> = with_db!(&self.db, |pool| {
+            sqlx::query_as("SELECT dedupe_key FROM email_outbox WHERE tenant_id = $1 ORDER BY dedupe_key")
+                .bind(tenant)
+                .fetch_all(pool)
+                .await
+        })
+        .unwrap();
+        format!("{row:?}\n{audit:?}\n{emails:?}")
+    }
 }

@@ -13,3 +13,4 @@ mod migrations;
 mod ops;
 mod rollback;
 mod tenants;
+mod webhooks;

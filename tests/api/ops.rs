@@ -2,7 +2,7 @@
 
 use reqwest::StatusCode;
 
-use crate::helpers::{SERVICE_TOKEN, error_of, json, spawn_app};
+use crate::helpers::{error_of, json, spawn_app};
 
 #[tokio::test]
 async fn health_and_readiness_answer() {
@@ -27,16 +27,7 @@ async fn metrics_need_the_service_token_and_count_requests_and_reservations() {
     error_of(app.client.get(app.url("/metrics")).send().await.unwrap(), StatusCode::UNAUTHORIZED).await;
     app.run("t1", "doc_run").await;
     app.reserve("t1", "doc_run").await;
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .bearer_auth(SERVICE_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     assert!(text.contains("hydra_http_requests_total"), "{text}");
     assert!(text.contains("hydra_http_request_duration_seconds_bucket"), "{text}");
     assert!(

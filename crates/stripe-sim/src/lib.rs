@@ -73,6 +73,7 @@ pub struct Simulator {
 impl Simulator {
     /// Binds `addr` (port 0 for any) and serves until dropped.
     pub async fn start(addr: SocketAddr, settings: SimSettings) -> std::io::Result<Simulator> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let base_url = format!("http://{}", listener.local_addr()?);
         let shared = Arc::new(Shared {

@@ -749,7 +749,14 @@ fn update_subscription(world: &mut World, shared: &Shared, req: &Req, id: &str) 
     let change = requested_item(world, &sub, req.params.list_param("items"), "items")?;
     let metadata = merge_metadata(&sub["metadata"], &req.params)?;
     let cancel_at_period_end = req.params.bool_param("cancel_at_period_end")?;
-    let default_pm = req.params.str_param("default_payment_method").map(str::to_owned);
+    // A test token (`pm_card_…`) is attached to the customer first, as Stripe does in test mode.
+    let default_pm = match req.params.str_param("default_payment_method") {
+        Some(pm) if world.get(pm).is_some() => Some(pm.to_owned()),
+        Some(pm) => {
+            Some(attach_payment_method(world, pm, &customer)?["id"].as_str().unwrap_or_default().to_owned())
+        }
+        None => None,
+    };
 
     let mut applied_change = None;
     if let Some((price, quantity)) = change {

@@ -1,0 +1,634 @@
+//! Webhooks (issue 4): verified, stored before answering, processed by fetch-and-sync, and
+//! proof against repeats, any order, both API shapes and a database that refuses writes.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{DAY, START, WEBHOOK_SECRET, WithStripe, spawn_with_stripe};
+
+/// A complete lifecycle on the simulator for tenant `t1`: checkout (entitlements too), a seat
+/// change, a failed renewal, recovery, cancellation at period end, deletion. Returns the events
+/// Stripe recorded for the customer, oldest first.
+async fn lifecycle(s: &WithStripe) -> Vec<Value> {
+    let product = s.get(&format!("/v1/prices/{}", s.prices.team_monthly), &[]).await["product"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let feature =
+        s.post("/v1/entitlements/features", &[("name", "Team repos"), ("lookup_key", "team_repos")]).await;
+    s.post(
+        &format!("/v1/products/{product}/features"),
+        &[("entitlement_feature", feature["id"].as_str().unwrap())],
+    )
+    .await;
+    let (customer, clock) = s.tenant_with_customer("t1", "pm_card_visa").await;
+    let session = s
+        .post(
+            "/v1/checkout/sessions",
+            &[
+                ("mode", "subscription"),
+                ("customer", &customer),
+                ("client_reference_id", "t1"),
+                ("line_items[0][price]", &s.prices.team_monthly),
+                ("line_items[0][quantity]", "3"),
+                ("success_url", "http://billing.test/billing/success?session_id={CHECKOUT_SESSION_ID}"),
+                ("subscription_data[metadata][hydra_tenant_id]", "t1"),
+                ("subscription_data[billing_mode][type]", "classic"),
+            ],
+        )
+        .await;
+    let done = s
+        .post(
+            &format!("/v1/test_helpers/checkout/sessions/{}/complete", session["id"].as_str().unwrap()),
+            &[],
+        )
+        .await;
+    let sub_id = done["subscription"].as_str().unwrap().to_owned();
+    let sub = s.get(&format!("/v1/subscriptions/{sub_id}"), &[]).await;
+    let item = sub["items"]["data"][0]["id"].as_str().unwrap().to_owned();
+    s.post(
+        &format!("/v1/subscriptions/{sub_id}"),
+        &[("items[0][id]", &item), ("items[0][quantity]", "5"), ("proration_behavior", "always_invoice")],
+    )
+    .await;
+    // Checkout made 4242 the subscription's card; it now fails (0341 attaches, then declines).
+    s.post(
+        &format!("/v1/subscriptions/{sub_id}"),
+        &[("default_payment_method", "pm_card_chargeCustomerFail")],
+    )
+    .await;
+    let end = sub["items"]["data"][0]["current_period_end"].as_i64().unwrap();
+    s.advance(&clock, end + 3600 + DAY + 60).await;
+    let open = s.get(&format!("/v1/subscriptions/{sub_id}"), &[]).await["latest_invoice"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.post(&format!("/v1/invoices/{open}/pay"), &[("payment_method", "pm_card_visa")]).await;
+    s.post(&format!("/v1/subscriptions/{sub_id}"), &[("cancel_at_period_end", "true")]).await;
+    let next_end =
+        s.get(&format!("/v1/subscriptions/{sub_id}"), &[]).await["items"]["data"][0]["current_period_end"]
+            .as_i64()
+            .unwrap();
+    s.advance(&clock, next_end + 60).await;
+    s.events_of(&customer).await
+}
+
+#[tokio::test]
+async fn the_lifecycle_produces_every_handled_event_and_ends_canceled() {
+    let s = spawn_with_stripe().await;
+    let events = lifecycle(&s).await;
+    let kinds: std::collections::BTreeSet<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    for kind in hydra_billing::webhooks::HANDLED {
+        if kind != "invoice.payment_action_required" {
+            assert!(kinds.contains(kind), "the lifecycle lacks {kind}: {kinds:?}");
+        }
+    }
+    for e in &events {
+        assert_eq!(s.app.deliver(e).await, StatusCode::OK);
+    }
+    s.app.drain().await;
+    let row = s.app.tenant("t1").await;
+    assert_eq!(row.stripe_subscription_status.as_deref(), Some("canceled"));
+    assert_eq!(row.plan_tier, "team");
+    assert_eq!(row.stripe_seat_count, Some(5));
+    assert!(row.grace_started_at.is_none(), "recovered: grace cleared");
+    assert_eq!(row.entitlements.as_deref(), Some("[]"), "entitlements end with the subscription");
+    // Our clock reaches the end of the last paid period: access ends there.
+    let end = row.stripe_current_period_end.unwrap();
+    s.app.clock.set(end - 1);
+    assert_eq!(
+        crate::helpers::json(s.app.status("t1").await).await["plan_tier"],
+        "team",
+        "paid until the period end"
+    );
+    s.app.clock.set(end);
+    let status = crate::helpers::json(s.app.status("t1").await).await;
+    assert_eq!(status["plan_tier"], "free", "canceled and its period is over");
+    assert_eq!(status["access"]["reason"], "canceled");
+}
+
+#[tokio::test]
+async fn each_event_delivered_twice_or_replayed_changes_nothing_the_second_time() {
+    let s = spawn_with_stripe().await;
+    let events = lifecycle(&s).await;
+    for e in &events {
+        s.app.deliver(e).await;
+        s.app.drain().await;
+        let before = s.app.snapshot("t1").await;
+        assert_eq!(s.app.deliver(e).await, StatusCode::OK, "a repeat is still acknowledged");
+        s.app.drain().await;
+        assert_eq!(s.app.snapshot("t1").await, before, "repeat of {}", e["type"]);
+        // A replay processes it again, and still changes nothing.
+        assert!(hydra_billing::events::replay(&s.app.db, e["id"].as_str().unwrap()).await.unwrap());
+        s.app.drain().await;
+        assert_eq!(s.app.snapshot("t1").await, before, "replay of {}", e["type"]);
+    }
+}
+
+/// Clears what the events wrote, so the same tenant can take another delivery order.
+async fn reset(s: &WithStripe) {
+    for sql in [
+        "DELETE FROM stripe_events",
+        "DELETE FROM email_outbox",
+        "DELETE FROM billing_audit_log",
+        "UPDATE tenants SET stripe_subscription_id = NULL, stripe_subscription_status = NULL, stripe_price_id = NULL, \
+         plan_tier = 'free', stripe_current_period_end = NULL, stripe_seat_count = NULL, stripe_interval = NULL, \
+         cancel_at_period_end = FALSE, cancel_at = NULL, cancellation_reason = NULL, grace_started_at = NULL, entitlements = NULL",
+    ] {
+        hydra_billing::with_db!(&s.app.db, |pool| sqlx::query(sql).execute(pool).await.map(|_| ())).unwrap();
+    }
+}
+
+/// Shuffles with duplicates, from a seed (a local generator: the orders must not change between
+/// library versions).
+fn shuffled(events: &[Value], seed: u64) -> Vec<Value> {
+    let mut rng = stripe_sim::rng::Rng::new(seed);
+    let mut out: Vec<Value> = events.to_vec();
+    for e in events {
+        if rng.chance(0.3) {
+            out.push(e.clone());
+        }
+    }
+    for i in (1..out.len()).rev() {
+        out.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_lifecycle_in_order_reversed_and_in_200_random_orders_ends_the_same() {
+    let s = spawn_with_stripe().await;
+    let events = lifecycle(&s).await;
+    let mut orders: Vec<(String, Vec<Value>)> = vec![("in order".into(), events.clone())];
+    orders.push(("reversed".into(), events.iter().rev().cloned().collect()));
+    for seed in 0..200 {
+        orders.push((format!("seed {seed}"), shuffled(&events, seed)));
+    }
+    let mut expected: Option<String> = None;
+    for (name, order) in orders {
+        reset(&s).await;
+        for e in &order {
+            assert_eq!(s.app.deliver(e).await, StatusCode::OK);
+        }
+        s.app.drain().await;
+        let mut row = s.app.tenant("t1").await;
+        row.updated_at = 0;
+        let emails: Vec<(String,)> = hydra_billing::with_db!(&s.app.db, |pool| {
+            sqlx::query_as("SELECT dedupe_key FROM email_outbox ORDER BY dedupe_key").fetch_all(pool).await
+        })
+        .unwrap();
+        let state = format!("{row:?} {emails:?}");
+        match &expected {
+            None => expected = Some(state),
+            Some(want) => assert_eq!(&state, want, "delivery {name} ended differently"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failed_payment_starts_grace_once_emails_each_attempt_and_recovery_clears_it() {
+    let s = spawn_with_stripe().await;
+    let (customer, clock) = s.tenant_with_customer("t1", "pm_card_visa").await;
+    let sub = s.subscribe(&customer, &s.prices.business_monthly, "2").await;
+    let end = sub["items"]["data"][0]["current_period_end"].as_i64().unwrap();
+    s.post(
+        &format!("/v1/customers/{customer}"),
+        &[("invoice_settings[default_payment_method]", "pm_card_chargeCustomerFail")],
+    )
+    .await;
+    s.advance(&clock, end + 3600 + 3 * DAY + 60).await;
+    let events = s.events_of(&customer).await;
+    let failures: Vec<&Value> = events.iter().filter(|e| e["type"] == "invoice.payment_failed").collect();
+    assert_eq!(failures.len(), 3, "the first attempt and the retries at +1 and +3 days");
+    // The later attempt first: grace still starts at the first failure's event time.
+    for e in events.iter().rev() {
+        s.app.deliver(e).await;
+    }
+    s.app.drain().await;
+    let row = s.app.tenant("t1").await;
+    assert_eq!(row.stripe_subscription_status.as_deref(), Some("past_due"));
+    assert_eq!(row.grace_started_at, failures[0]["created"].as_i64());
+    let access = crate::helpers::json(s.app.access("t1", "feature=jira").await).await;
+    assert_eq!(access["allowed"], true, "access kept during grace");
+    let emails: Vec<(String, String)> = hydra_billing::with_db!(&s.app.db, |pool| {
+        sqlx::query_as("SELECT dedupe_key, to_address FROM email_outbox ORDER BY dedupe_key")
+            .fetch_all(pool)
+            .await
+    })
+    .unwrap();
+    assert_eq!(emails.len(), 3, "one email per failed attempt: {emails:?}");
+    assert!(emails.iter().all(|(_, to)| to == "billing@t1.test"));
+    // Recovery: paying the invoice makes the subscription active; grace is cleared.
+    let invoice = failures[0]["data"]["object"]["id"].as_str().unwrap();
+    s.post(&format!("/v1/invoices/{invoice}/pay"), &[("payment_method", "pm_card_visa")]).await;
+    for e in s.events_of(&customer).await {
+        s.app.deliver(&e).await;
+    }
+    s.app.drain().await;
+    let row = s.app.tenant("t1").await;
+    assert_eq!(row.stripe_subscription_status.as_deref(), Some("active"));
+    assert_eq!(row.grace_started_at, None);
+    let audit = hydra_billing::tenants::audit_log(&s.app.db, "t1").await.unwrap();
+    assert!(audit.iter().any(|a| a.actor.starts_with("stripe:evt_") && a.action == "stripe_sync"));
+}
+
+#[tokio::test]
+async fn a_renewal_needing_authentication_emails_the_hosted_link_once() {
+    let s = spawn_with_stripe().await;
+    let (customer, clock) = s.tenant_with_customer("t1", "pm_card_visa").await;
+    let sub = s.subscribe(&customer, &s.prices.team_monthly, "1").await;
+    s.post(
+        &format!("/v1/customers/{customer}"),
+        &[("invoice_settings[default_payment_method]", "pm_card_authenticationRequiredChallenge")],
+    )
+    .await;
+    s.advance(&clock, sub["items"]["data"][0]["current_period_end"].as_i64().unwrap() + 3600).await;
+    let events = s.events_of(&customer).await;
+    let action: Vec<&Value> =
+        events.iter().filter(|e| e["type"] == "invoice.payment_action_required").collect();
+    assert_eq!(action.len(), 1);
+    for e in events.iter().chain(action.iter().copied()) {
+        s.app.deliver(e).await;
+    }
+    s.app.drain().await;
+    let keys: Vec<(String,)> = hydra_billing::with_db!(&s.app.db, |pool| {
+        sqlx::query_as("SELECT dedupe_key FROM email_outbox WHERE dedupe_key LIKE 'action_required:%'")
+            .fetch_all(pool)
+            .await
+    })
+    .unwrap();
+    assert_eq!(keys.len(), 1);
+}
+
+#[tokio::test]
+async fn signatures_are_checked_and_a_refused_event_is_not_stored() {
+    let s = spawn_with_stripe().await;
+    let (customer, _) = s.tenant_with_customer("t1", "pm_card_visa").await;
+    let event = json!({"id": "evt_sig_1", "type": "invoice.paid", "created": START, "livemode": false,
+                       "data": {"object": {"object": "invoice", "id": "in_x", "customer": customer}}});
+    let body = serde_json::to_vec(&event).unwrap();
+    let now = s.app.clock.now();
+    let sign = |secret: &str, t: i64, body: &[u8]| stripe_sim::signature_header(secret, t, body);
+    let v1 = |h: String| h.split(",v1=").nth(1).unwrap().to_owned();
+    let cases: Vec<(&str, Option<String>, Vec<u8>)> = vec![
+        ("missing header", None, body.clone()),
+        ("wrong secret", Some(sign("whsec_fake_other", now, &body)), body.clone()),
+        ("tampered body", Some(sign(WEBHOOK_SECRET, now, &body)), [&body[..], b" "].concat()),
+        ("301 s old", Some(sign(WEBHOOK_SECRET, now - 301, &body)), body.clone()),
+        ("only v0", Some(format!("t={now},v0={}", v1(sign(WEBHOOK_SECRET, now, &body)))), body.clone()),
+        ("not a header", Some("nonsense".into()), body.clone()),
+    ];
+    for (name, header, body) in cases {
+        assert_eq!(s.app.deliver_raw(&body, header.as_deref()).await, StatusCode::BAD_REQUEST, "{name}");
+    }
+    assert!(hydra_billing::events::list(&s.app.db, None, 10).await.unwrap().is_empty(), "nothing stored");
+    // The simulator's signer is an implementation independent of ours: accepted.
+    assert_eq!(s.app.deliver_raw(&body, Some(&sign(WEBHOOK_SECRET, now, &body))).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn during_a_secret_roll_both_secrets_are_accepted() {
+    let sim =
+        stripe_sim::Simulator::start("127.0.0.1:0".parse().unwrap(), stripe_sim::SimSettings::default())
+            .await
+            .unwrap();
+    let base = sim.base_url.clone();
+    let app = crate::helpers::spawn_app_with(move |env| {
+        env.insert("STRIPE_API_BASE".into(), base);
+        env.insert("STRIPE_WEBHOOK_SECRET".into(), "whsec_fake_old,whsec_fake_new".into());
+    })
+    .await;
+    for (i, secret) in ["whsec_fake_old", "whsec_fake_new"].iter().enumerate() {
+        let body = serde_json::to_vec(&json!({"id": format!("evt_roll_{i}"), "type": "customer.created", "livemode": false, "created": START, "data": {"object": {"object": "customer", "id": "cus_x"}}})).unwrap();
+        let header = stripe_sim::signature_header(secret, app.clock.now(), &body);
+        assert_eq!(app.deliver_raw(&body, Some(&header)).await, StatusCode::OK, "{secret}");
+    }
+    let stored = hydra_billing::events::list(&app.db, Some("ignored"), 10).await.unwrap();
+    assert_eq!(stored.len(), 2, "types we do not handle are stored as ignored");
+}
+
+#[tokio::test]
+async fn a_database_refusing_writes_gets_a_5xx_and_the_redelivery_is_processed_once() {
+    let s = spawn_with_stripe().await;
+    let (customer, _) = s.tenant_with_customer("t1", "pm_card_visa").await;
+    s.subscribe(&customer, &s.prices.team_monthly, "1").await;
+    let paid = s.events_of(&customer).await.into_iter().find(|e| e["type"] == "invoice.paid").unwrap();
+    let (refuse, allow): (&[&str], &[&str]) = match s.app.db.kind() {
+        "sqlite" => (
+            &[
+                "CREATE TRIGGER refuse_events BEFORE INSERT ON stripe_events BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            ],
+            &["DROP TRIGGER refuse_events"],
+        ),
+        _ => (
+            &[
+                "CREATE FUNCTION refuse_events() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql",
+                "CREATE TRIGGER refuse_events BEFORE INSERT ON stripe_events FOR EACH ROW EXECUTE FUNCTION refuse_events()",
+            ],
+            &["DROP TRIGGER refuse_events ON stripe_events", "DROP FUNCTION refuse_events()"],
+        ),
+    };
+    for sql in refuse {
+        hydra_billing::with_db!(&s.app.db, |pool| sqlx::query(sqlx::AssertSqlSafe(*sql))
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .unwrap();
+    }
+    assert_eq!(s.app.deliver(&paid).await, StatusCode::SERVICE_UNAVAILABLE);
+    for sql in allow {
+        hydra_billing::with_db!(&s.app.db, |pool| sqlx::query(sqlx::AssertSqlSafe(*sql))
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .unwrap();
+    }
+    assert_eq!(s.app.deliver(&paid).await, StatusCode::OK);
+    assert_eq!(s.app.deliver(&paid).await, StatusCode::OK);
+    assert_eq!(s.app.drain().await, 1, "stored once, processed once");
+    assert_eq!(s.app.tenant("t1").await.plan_tier, "team");
+}
+
+#[tokio::test]
+async fn both_api_shapes_provision_identically() {
+    let s = spawn_with_stripe().await;
+    let (customer, _) = s.tenant_with_customer("t1", "pm_card_visa").await;
+    let sub = s.subscribe(&customer, &s.prices.business_annual, "7").await;
+    s.post(&format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap()), &[("metadata[note]", "x")]).await;
+    let events = s.events_of(&customer).await;
+    let mut snapshots = Vec::new();
+    for version in ["2024-06-20", stripe_sim::world::CURRENT_API_VERSION] {
+        reset(&s).await;
+        for kind in ["invoice.paid", "customer.subscription.updated"] {
+            let e = events.iter().find(|e| e["type"] == kind).unwrap();
+            let mut shaped = stripe_sim::world::render(e, version);
+            shaped["api_version"] = json!(version);
+            if version < "2025" {
+                assert!(
+                    shaped["data"]["object"].get("current_period_end").is_some() || kind == "invoice.paid"
+                );
+            }
+            assert_eq!(s.app.deliver(&shaped).await, StatusCode::OK);
+        }
+        s.app.drain().await;
+        let mut row = s.app.tenant("t1").await;
+        row.updated_at = 0;
+        assert_eq!(
+            (row.plan_tier.as_str(), row.stripe_seat_count, row.stripe_interval.as_deref()),
+            ("business", Some(7), Some("year"))
+        );
+        snapshots.push(format!("{row:?}"));
+    }
+    assert_eq!(snapshots[0], snapshots[1]);
+}
+
+#[tokio::test]
+async fn events_for_unknown_tenants_or_prices_are_parked_and_replayable() {
+    let s = spawn_with_stripe().await;
+    let customer =
+        s.post("/v1/customers", &[("email", "nobody@x.test"), ("payment_method", "pm_card_visa")]).await;
+    let customer = customer["id"].as_str().unwrap().to_owned();
+    s.subscribe(&customer, &s.prices.team_monthly, "1").await;
+    let paid = s.events_of(&customer).await.into_iter().find(|e| e["type"] == "invoice.paid").unwrap();
+    assert_eq!(s.app.deliver(&paid).await, StatusCode::OK, "answered 200, never dropped");
+    s.app.drain().await;
+    let admin = |path: &str| s.app.client.get(s.app.url(path)).bearer_auth(crate::helpers::ADMIN_TOKEN);
+    let parked = crate::helpers::json(admin("/api/admin/events?status=parked").send().await.unwrap()).await;
+    assert_eq!(parked["data"][0]["id"], paid["id"]);
+    assert_eq!(parked["data"][0]["last_error"], "no tenant has this customer");
+    // Once the tenant is linked, a replay provisions it.
+    s.app.put_tenant("late", &json!({"name": "Late"})).await;
+    hydra_billing::with_db!(&s.app.db, |pool| {
+        sqlx::query("UPDATE tenants SET stripe_customer_id = $1 WHERE id = 'late'")
+            .bind(&customer)
+            .execute(pool)
+            .await
+            .map(|_| ())
+    })
+    .unwrap();
+    let r = s
+        .app
+        .client
+        .post(s.app.url(&format!("/api/admin/events/{}/replay", paid["id"].as_str().unwrap())))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    s.app.drain().await;
+    assert_eq!(s.app.tenant("late").await.plan_tier, "team");
+    let r = s
+        .app
+        .client
+        .post(s.app.url("/api/admin/events/evt_missing/replay"))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = admin("/api/admin/events?status=nonsense").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = s.app.client.get(s.app.url("/api/admin/events")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let metrics = s.app.metrics_text().await;
+    assert!(metrics.contains(r#"hydra_stripe_events{status="processed"}"#), "{metrics}");
+    assert!(metrics.contains("hydra_stripe_event_oldest_unprocessed_age_seconds"), "{metrics}");
+
+    // A price that is not one of the four configured is never guessed into a tier.
+    let other = s.post("/v1/products", &[("name", "Other")]).await;
+    let stray = s
+        .post(
+            "/v1/prices",
+            &[
+                ("product", other["id"].as_str().unwrap()),
+                ("unit_amount", "999"),
+                ("currency", "usd"),
+                ("recurring[interval]", "month"),
+            ],
+        )
+        .await;
+    let (c2, _) = s.tenant_with_customer("t2", "pm_card_visa").await;
+    s.post("/v1/subscriptions", &[("customer", &c2), ("items[0][price]", stray["id"].as_str().unwrap())])
+        .await;
+    for e in s.events_of(&c2).await {
+        s.app.deliver(&e).await;
+    }
+    s.app.drain().await;
+    assert_eq!(s.app.tenant("t2").await.plan_tier, "free");
+    let parked = hydra_billing::events::list(&s.app.db, Some("parked"), 50).await.unwrap();
+    assert!(parked.iter().any(|e| e.last_error.as_deref().is_some_and(|m| m.starts_with("unknown price"))));
+}
+
+#[tokio::test]
+async fn an_event_from_the_other_mode_is_stored_as_failed_and_never_applied() {
+    let s = spawn_with_stripe().await;
+    let (customer, _) = s.tenant_with_customer("t1", "pm_card_visa").await;
+    s.subscribe(&customer, &s.prices.team_monthly, "1").await;
+    let mut paid = s.events_of(&customer).await.into_iter().find(|e| e["type"] == "invoice.paid").unwrap();
+    paid["livemode"] = json!(true);
+    assert_eq!(s.app.deliver(&paid).await, StatusCode::OK);
+    assert_eq!(s.app.drain().await, 0);
+    let failed = hydra_billing::events::list(&s.app.db, Some("failed"), 10).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(s.app.tenant("t1").await.plan_tier, "free");
+}
+
+#[tokio::test]
+async fn reconcile_repairs_a_row_altered_by_hand_and_audits_it_once() {
+    let s = spawn_with_stripe().await;
+    let (customer, _) = s.tenant_with_customer("t1", "pm_card_visa").await;
+    s.subscribe(&customer, &s.prices.team_monthly, "4").await;
+    // Paid, but no webhook ever arrived (runbook: customer paid, no access).
+    assert_eq!(s.app.tenant("t1").await.plan_tier, "free");
+    let (checked, repaired) = hydra_billing::sync::reconcile(&s.app.state, None, "cli:test").await.unwrap();
+    assert_eq!((checked, repaired), (1, 1));
+    let row = s.app.tenant("t1").await;
+    assert_eq!((row.plan_tier.as_str(), row.stripe_seat_count), ("team", Some(4)));
+    s.app.exec("UPDATE tenants SET plan_tier = 'business', stripe_seat_count = 40 WHERE id = $1", "t1").await;
+    let before = hydra_billing::tenants::audit_log(&s.app.db, "t1").await.unwrap().len();
+    assert_eq!(hydra_billing::sync::reconcile(&s.app.state, Some("t1"), "cli:test").await.unwrap(), (1, 1));
+    assert_eq!(
+        hydra_billing::sync::reconcile(&s.app.state, Some("t1"), "cli:test").await.unwrap(),
+        (1, 0),
+        "nothing left to repair"
+    );
+    let audit = hydra_billing::tenants::audit_log(&s.app.db, "t1").await.unwrap();
+    assert_eq!(audit.len(), before + 1, "one audit entry for the repair");
+    assert_eq!(audit.last().unwrap().actor, "cli:test");
+    assert_eq!(s.app.tenant("t1").await.plan_tier, "team");
+}
+
+#[tokio::test]
+async fn billing_disabled_stores_events_and_processes_them_when_enabled_again() {
+    let s = spawn_with_stripe().await;
+    let (customer, _) = s.tenant_with_customer("t1", "pm_card_visa").await;
+    s.subscribe(&customer, &s.prices.team_monthly, "1").await;
+    let events = s.events_of(&customer).await;
+    let sim_base = s.sim.base_url.clone();
+    let prices = [
+        s.prices.team_monthly.clone(),
+        s.prices.team_annual.clone(),
+        s.prices.business_monthly.clone(),
+        s.prices.business_annual.clone(),
+    ];
+    let (db, clock) = s.app.into_db();
+    let env = move |disabled: bool| {
+        let (sim_base, prices) = (sim_base.clone(), prices.clone());
+        move |env: &mut std::collections::HashMap<String, String>| {
+            env.insert("STRIPE_API_BASE".into(), sim_base);
+            for (k, v) in [
+                "STRIPE_TEAM_MONTHLY_PRICE_ID",
+                "STRIPE_TEAM_ANNUAL_PRICE_ID",
+                "STRIPE_BUSINESS_MONTHLY_PRICE_ID",
+                "STRIPE_BUSINESS_ANNUAL_PRICE_ID",
+            ]
+            .iter()
+            .zip(prices)
+            {
+                env.insert((*k).into(), v);
+            }
+            if disabled {
+                env.insert("BILLING_ENABLED".into(), "false".into());
+            }
+        }
+    };
+    let frozen = crate::helpers::spawn_app_on(db, clock, env(true)).await;
+    for e in &events {
+        assert_eq!(frozen.deliver(e).await, StatusCode::OK);
+    }
+    assert_eq!(frozen.drain().await, 0, "nothing is processed while billing is disabled");
+    assert_eq!(
+        hydra_billing::events::list(&frozen.db, Some("received"), 100).await.unwrap().len(),
+        events.len()
+    );
+    let (db, clock) = frozen.into_db();
+    let enabled = crate::helpers::spawn_app_on(db, clock, env(false)).await;
+    enabled.drain().await;
+    assert_eq!(enabled.tenant("t1").await.plan_tier, "team");
+}
+
+/// A real SMTP server on loopback (aiosmtpd, installed by .ci/run) that keeps each message.
+struct SmtpSink {
+    child: std::process::Child,
+    port: u16,
+    folder: tempfile::TempDir,
+}
+
+impl SmtpSink {
+    fn start() -> SmtpSink {
+        use std::io::BufRead;
+        let folder = tempfile::tempdir().unwrap();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_sink.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .arg(folder.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the SMTP sink");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().parse().unwrap_or_else(|_| {
+            panic!("the SMTP sink did not start (pip install aiosmtpd; .ci/run does): {line:?}")
+        });
+        SmtpSink { child, port, folder }
+    }
+
+    fn messages(&self) -> Vec<String> {
+        let mut files: Vec<_> = std::fs::read_dir(self.folder.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .collect();
+        files.sort();
+        files.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn payment_failure_emails_go_out_over_smtp_exactly_once_each() {
+    let sink = SmtpSink::start();
+    let url = format!("smtp://127.0.0.1:{}", sink.port);
+    let s = crate::helpers::spawn_with_stripe_and(move |env| {
+        env.insert("SMTP_URL".into(), url);
+    })
+    .await;
+    let (customer, clock) = s.tenant_with_customer("t1", "pm_card_visa").await;
+    let sub = s.subscribe(&customer, &s.prices.team_monthly, "1").await;
+    s.post(
+        &format!("/v1/customers/{customer}"),
+        &[("invoice_settings[default_payment_method]", "pm_card_chargeCustomerFail")],
+    )
+    .await;
+    s.advance(&clock, sub["items"]["data"][0]["current_period_end"].as_i64().unwrap() + 3600 + DAY + 60)
+        .await;
+    let events = s.events_of(&customer).await;
+    // Every event twice, then processed, then the sender run twice: still one email per attempt.
+    for e in events.iter().chain(events.iter()) {
+        s.app.deliver(e).await;
+    }
+    s.app.drain().await;
+    assert_eq!(s.app.run_job("outbox").await, 2);
+    assert_eq!(s.app.run_job("outbox").await, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sink.messages().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the SMTP server did not receive 2 messages");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 2);
+    for m in &messages {
+        assert!(m.contains("To: billing@t1.test"), "{m}");
+        assert!(m.contains("Subject: Hydra: your payment of $20.00 failed"), "{m}");
+        assert!(m.contains("http://billing.test/billing"), "{m}");
+    }
+    assert!(messages[0].contains("attempt 1") && messages[1].contains("attempt 2"));
+}
