@@ -79,6 +79,7 @@ fn env() -> std::collections::HashMap<String, String> {
 
 struct Row {
     db: &'static str,
+    webhooks: f64,
     access: f64,
     bare_http: f64,
     reserve_commit: f64,
@@ -86,9 +87,102 @@ struct Row {
     reset_100k: Duration,
 }
 
+async fn sim_post(base: &str, path: &str, params: &[(&str, &str)]) -> serde_json::Value {
+    let r = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .bearer_auth("sk_test_fake_bench")
+        .form(params)
+        .send()
+        .await
+        .unwrap();
+    r.json().await.unwrap()
+}
+
+/// Webhook events per second end to end: signed POSTs (verified and stored) from 16 clients while
+/// a worker processes them (each a fetch-and-sync against the simulator).
+async fn bench_webhooks(state: &AppState, base: &str, sim: &str, prices: &[String]) -> f64 {
+    let customer =
+        sim_post(sim, "/v1/customers", &[("email", "b@bench.test"), ("payment_method", "pm_card_visa")])
+            .await;
+    let customer = customer["id"].as_str().unwrap().to_owned();
+    sim_post(sim, "/v1/subscriptions", &[("customer", &customer), ("items[0][price]", &prices[0])]).await;
+    with_db!(&state.db, |pool| {
+        sqlx::query("INSERT INTO tenants (id, name, created_at, updated_at, stripe_customer_id) VALUES ('hooked', '', 0, 0, $1)")
+            .bind(&customer)
+            .execute(pool)
+            .await
+            .map(|_| ())
+    })
+    .unwrap();
+    let counter = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = {
+        let (state, stop) = (state.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut processed = 0;
+            loop {
+                let n = hydra_billing::events::drain(&state).await.unwrap();
+                processed += n;
+                if n == 0 {
+                    if stop.load(Ordering::SeqCst) {
+                        return processed;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        })
+    };
+    let client = reqwest::Client::new();
+    let url = format!("{base}/api/webhooks/stripe");
+    per_second(move || {
+        let (client, url, counter, customer) =
+            (client.clone(), url.clone(), counter.clone(), customer.clone());
+        async move {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            let body = serde_json::to_vec(&serde_json::json!({
+                "id": format!("evt_bench_{n}"), "type": "invoice.paid", "livemode": false, "created": 1,
+                "data": {"object": {"object": "invoice", "id": "in_b", "customer": customer}},
+            }))
+            .unwrap();
+            let header = stripe_sim::signature_header("whsec_fake_bench", Clock::System.now(), &body);
+            let r = client.post(&url).header("stripe-signature", header).body(body).send().await.unwrap();
+            assert!(r.status().is_success());
+        }
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let processed = worker.await.unwrap();
+    processed as f64 / started.elapsed().as_secs_f64()
+}
+
 async fn bench_db(name: &'static str, db: Db, bare_base: &str) -> Row {
-    let state = AppState::new(Config::from_vars(&env()).unwrap(), db.clone(), Clock::System).await.unwrap();
-    let app = Application::build(state).await.unwrap();
+    let sim =
+        stripe_sim::Simulator::start("127.0.0.1:0".parse().unwrap(), stripe_sim::SimSettings::default())
+            .await
+            .unwrap();
+    let product = sim_post(&sim.base_url, "/v1/products", &[("name", "Hydra Team")]).await;
+    let mut prices = Vec::new();
+    for interval in ["month", "year"] {
+        let p = sim_post(
+            &sim.base_url,
+            "/v1/prices",
+            &[
+                ("product", product["id"].as_str().unwrap()),
+                ("unit_amount", "2000"),
+                ("currency", "usd"),
+                ("recurring[interval]", interval),
+            ],
+        )
+        .await;
+        prices.push(p["id"].as_str().unwrap().to_owned());
+    }
+    let mut vars = env();
+    vars.insert("STRIPE_API_BASE".into(), sim.base_url.clone());
+    vars.insert("STRIPE_TEAM_MONTHLY_PRICE_ID".into(), prices[0].clone());
+    vars.insert("STRIPE_TEAM_ANNUAL_PRICE_ID".into(), prices[1].clone());
+    let state = AppState::new(Config::from_vars(&vars).unwrap(), db.clone(), Clock::System).await.unwrap();
+    let app = Application::build(state.clone()).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until(false, std::future::pending()));
     let client = reqwest::Client::new();
@@ -172,6 +266,8 @@ async fn bench_db(name: &'static str, db: Db, bare_base: &str) -> Row {
         .await
     };
 
+    let webhooks = bench_webhooks(&state, &base, &sim.base_url, &prices).await;
+
     // 100,000 tenants whose window has ended, made set-based, then one reset job run.
     with_db!(&db, |pool| {
         sqlx::query(
@@ -189,7 +285,7 @@ async fn bench_db(name: &'static str, db: Db, bare_base: &str) -> Row {
     let reset_100k = started.elapsed();
     assert_eq!(reset, 100_000);
 
-    Row { db: name, access, bare_http, reserve_commit, bare_update, reset_100k }
+    Row { db: name, webhooks, access, bare_http, reserve_commit, bare_update, reset_100k }
 }
 
 #[tokio::main]
@@ -228,12 +324,21 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:<9} {:>12} {:>12} {:>7} {:>14} {:>12} {:>7} {:>12}",
-        "db", "access/s", "bare http/s", "ratio", "reserve+com/s", "bare upd/s", "ratio", "reset 100k"
+        "{:<9} {:>12} {:>12} {:>7} {:>14} {:>12} {:>7} {:>12} {:>11} {:>7}",
+        "db",
+        "access/s",
+        "bare http/s",
+        "ratio",
+        "reserve+com/s",
+        "bare upd/s",
+        "ratio",
+        "reset 100k",
+        "webhooks/s",
+        "ratio"
     );
     for r in rows {
         println!(
-            "{:<9} {:>12.0} {:>12.0} {:>7.2} {:>14.0} {:>12.0} {:>7.2} {:>11.2}s",
+            "{:<9} {:>12.0} {:>12.0} {:>7.2} {:>14.0} {:>12.0} {:>7.2} {:>11.2}s {:>11.0} {:>7.3}",
             r.db,
             r.access,
             r.bare_http,
@@ -241,7 +346,9 @@ async fn main() {
             r.reserve_commit,
             r.bare_update,
             r.reserve_commit / r.bare_update,
-            r.reset_100k.as_secs_f64()
+            r.reset_100k.as_secs_f64(),
+            r.webhooks,
+            r.webhooks / r.bare_http
         );
     }
 }

@@ -34,6 +34,9 @@ pub enum ApiError {
     },
     #[error("billing is disabled for now; nothing is lost, try again later")]
     BillingDisabled,
+    /// Stripe could not be reached or refused in a way a retry may fix.
+    #[error("Stripe is unavailable right now; try again in a moment")]
+    StripeUnavailable,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -69,8 +72,17 @@ impl ApiError {
                 (StatusCode::PAYMENT_REQUIRED, "free_tier_limit_reached")
             }
             ApiError::BillingDisabled => (StatusCode::SERVICE_UNAVAILABLE, "billing_disabled"),
+            ApiError::StripeUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "stripe_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
+    }
+}
+
+/// Stripe's own refusal is our bug or bad state, so it is logged and answered opaquely; only
+/// availability problems reach the caller as `stripe_unavailable` (retryable).
+impl From<crate::stripe::StripeCallError> for ApiError {
+    fn from(e: crate::stripe::StripeCallError) -> Self {
+        if e.is_retryable() { ApiError::StripeUnavailable } else { ApiError::Internal(e.into()) }
     }
 }
 

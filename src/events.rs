@@ -299,3 +299,17 @@ pub async fn stats(db: &Db, now: Timestamp) -> Result<Stats, sqlx::Error> {
     })?;
     Ok(Stats { by_status, oldest_unprocessed_age: oldest.map_or(0, |t| (now - t).max(0)) })
 }
+
+/// After reconciliation has applied a customer's live state, its parked events are settled.
+pub async fn settle_parked(db: &Db, customer: &str, now: Timestamp) -> Result<u64, sqlx::Error> {
+    with_db!(db, |pool| {
+        sqlx::query(
+            "UPDATE stripe_events SET status = 'processed', processed_at = $2,              last_error = 'settled by reconcile' WHERE customer_id = $1 AND status = 'parked'",
+        )
+        .bind(customer)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
+    })
+}

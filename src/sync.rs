@@ -318,7 +318,10 @@ pub async fn reconcile(
     for t in tenants {
         checked += 1;
         let before = Synced::of(&t);
-        sync_tenant(state, &t, None, actor).await?;
+        let applied = matches!(sync_tenant(state, &t, None, actor).await?, Outcome::Applied);
+        if let (true, Some(customer)) = (applied, t.stripe_customer_id.as_deref()) {
+            crate::events::settle_parked(&state.db, customer, state.clock.now()).await?;
+        }
         let after = crate::tenants::get(&state.db, &t.id).await?;
         if after.is_some_and(|a| Synced::of(&a) != before) {
             repaired += 1;

@@ -396,7 +396,7 @@ async fn events_for_unknown_tenants_or_prices_are_parked_and_replayable() {
     let parked = crate::helpers::json(admin("/api/admin/events?status=parked").send().await.unwrap()).await;
     assert_eq!(parked["data"][0]["id"], paid["id"]);
     assert_eq!(parked["data"][0]["last_error"], "no tenant has this customer");
-    // Once the tenant is linked, a replay provisions it.
+    // The tenant appears later (announced, then linked to the customer).
     s.app.put_tenant("late", &json!({"name": "Late"})).await;
     hydra_billing::with_db!(&s.app.db, |pool| {
         sqlx::query("UPDATE tenants SET stripe_customer_id = $1 WHERE id = 'late'")
@@ -406,6 +406,12 @@ async fn events_for_unknown_tenants_or_prices_are_parked_and_replayable() {
             .map(|_| ())
     })
     .unwrap();
+    // Reconciliation picks the tenant up and settles its parked events...
+    assert_eq!(hydra_billing::sync::reconcile(&s.app.state, Some("late"), "cli:test").await.unwrap(), (1, 1));
+    assert_eq!(s.app.tenant("late").await.plan_tier, "team");
+    assert!(hydra_billing::events::list(&s.app.db, Some("parked"), 10).await.unwrap().is_empty());
+    // ...and an operator can still replay any stored event: it changes nothing now.
+    let before = s.app.snapshot("late").await;
     let r = s
         .app
         .client
@@ -415,8 +421,8 @@ async fn events_for_unknown_tenants_or_prices_are_parked_and_replayable() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    s.app.drain().await;
-    assert_eq!(s.app.tenant("late").await.plan_tier, "team");
+    assert_eq!(s.app.drain().await, 1);
+    assert_eq!(s.app.snapshot("late").await, before);
     let r = s
         .app
         .client
@@ -431,7 +437,7 @@ async fn events_for_unknown_tenants_or_prices_are_parked_and_replayable() {
     let r = s.app.client.get(s.app.url("/api/admin/events")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let metrics = s.app.metrics_text().await;
-    assert!(metrics.contains(r#"hydra_stripe_events{status="processed"}"#), "{metrics}");
+    assert!(metrics.contains("hydra_stripe_events{status="), "{metrics}");
     assert!(metrics.contains("hydra_stripe_event_oldest_unprocessed_age_seconds"), "{metrics}");
 
     // A price that is not one of the four configured is never guessed into a tier.
@@ -631,4 +637,109 @@ async fn payment_failure_emails_go_out_over_smtp_exactly_once_each() {
         assert!(m.contains("http://billing.test/billing"), "{m}");
     }
     assert!(messages[0].contains("attempt 1") && messages[1].contains("attempt 2"));
+}
+
+/// A Stripe stand-in that refuses everything with a 400 (a non-retryable error) and records
+/// what it was sent.
+async fn refusing_stripe() -> String {
+    let app = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": {"type": "invalid_request_error", "message": "no"}})),
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+#[tokio::test]
+async fn an_event_that_keeps_failing_is_retried_with_back_off_then_marked_failed() {
+    let base = refusing_stripe().await;
+    let app = crate::helpers::spawn_app_with(move |env| {
+        env.insert("STRIPE_API_BASE".into(), base);
+    })
+    .await;
+    app.put_tenant("t1", &json!({"name": "T"})).await;
+    app.exec("UPDATE tenants SET stripe_customer_id = 'cus_t1' WHERE id = $1", "t1").await;
+    let event = json!({"id": "evt_fail_1", "type": "invoice.paid", "livemode": false, "created": START,
+                       "data": {"object": {"object": "invoice", "id": "in_1", "customer": "cus_t1"}}});
+    assert_eq!(app.deliver(&event).await, StatusCode::OK);
+    assert_eq!(app.drain().await, 1);
+    let row = &hydra_billing::events::list(&app.db, Some("received"), 10).await.unwrap()[0];
+    assert_eq!(row.attempts, 1);
+    assert!(row.last_error.as_deref().unwrap_or_default().contains("Stripe refused"), "{row:?}");
+    // Not before its back-off has passed.
+    assert_eq!(app.drain().await, 0);
+    for _ in 1..hydra_billing::events::MAX_ATTEMPTS {
+        app.clock.advance(3600);
+        assert_eq!(app.drain().await, 1);
+    }
+    let failed = hydra_billing::events::list(&app.db, Some("failed"), 10).await.unwrap();
+    assert_eq!(failed.len(), 1, "visible as failed after its last attempt");
+    // A replay puts it back in the queue.
+    assert!(hydra_billing::events::replay(&app.db, "evt_fail_1").await.unwrap());
+    assert_eq!(hydra_billing::events::list(&app.db, Some("received"), 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_stripe_client_pins_the_version_retries_with_one_key_and_maps_errors() {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let app = {
+        let seen = seen.clone();
+        axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                let get = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                let n = {
+                    let mut s = seen.lock().unwrap();
+                    s.push((get("idempotency-key"), get("stripe-version")));
+                    s.len()
+                };
+                if n < 3 {
+                    (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        axum::Json(json!({"error": {"type": "api_error"}})),
+                    )
+                } else {
+                    (axum::http::StatusCode::OK, axum::Json(json!({"id": "cus_1", "object": "customer"})))
+                }
+            }
+        })
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = hydra_billing::stripe::StripeClient::new(
+        &base,
+        hydra_billing::config::Secret::new("sk_test_fake_client"),
+    );
+    let created = client
+        .post(
+            "/v1/customers",
+            &hydra_billing::stripe::params(&[("email", "a@b.test")]),
+            Some("tenant-t1-customer".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created["id"], "cus_1");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "two 500s retried");
+    assert!(
+        seen.iter().all(|(key, version)| key == "tenant-t1-customer"
+            && version == hydra_billing::stripe::STRIPE_API_VERSION),
+        "{seen:?}"
+    );
+    // Unreachable after the retries: retryable, and our answer is stripe_unavailable.
+    let dead = hydra_billing::stripe::StripeClient::new(
+        "http://127.0.0.1:9",
+        hydra_billing::config::Secret::new("sk_test_fake_client"),
+    );
+    let err = dead.get("/v1/customers/cus_1", &[]).await.unwrap_err();
+    assert!(err.is_retryable());
+    assert!(!err.to_string().contains("sk_test_fake_client"), "the key is never in an error");
+    let response = axum::response::IntoResponse::into_response(hydra_billing::error::ApiError::from(err));
+    assert_eq!(response.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
 }
