@@ -71,6 +71,7 @@ fn env() -> std::collections::HashMap<String, String> {
         ("STRIPE_BUSINESS_ANNUAL_PRICE_ID", "price_fake_ba"),
         ("HYDRA_AUTH_SECRET", "fake-bench-auth-secret-0123456789abcdef"),
         ("HYDRA_SERVICE_TOKEN", SERVICE_TOKEN),
+        ("STRIPE_CALLS_PER_SECOND", "100000"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -146,9 +146,8 @@ fn subscription_tier(state: &BillingState, now: Timestamp, grace_period_days: i6
     let (Some(status), Some(tier)) = (state.subscription_status.as_deref(), state.plan_tier) else {
         return Effective::free(None);
     };
-    if tier == Tier::Free {
-        return Effective::free(None);
-    }
+    // A stored tier of free (a job tidied it) still goes through the rules below, so a lapsed
+    // subscription keeps its reason; where the rules grant "the tier", free is free.
     // A scheduled cancellation ends access at cancel_at or the period end, whichever is first.
     let scheduled_end = [state.cancel_at, state.current_period_end.filter(|_| state.cancel_at_period_end)]
         .into_iter()
@@ -293,6 +292,51 @@ pub fn feature_allowed(
             }
             _ => Ok(()),
         },
+    }
+}
+
+/// One access answer for a feature: what `GET /api/tenants/{id}/access` reports and what
+/// [`crate::gate::RequireFeature`] enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub allowed: bool,
+    /// A lapse reason (`past_due_grace_ended`, …) when the lost plan had the feature, else
+    /// `feature_not_in_plan`, `repo_limit_reached` or `seat_limit_reached`.
+    pub reason: Option<&'static str>,
+    pub required_tier: Option<Tier>,
+    /// True when `reason` is a lapse: the answer is `subscription_required`.
+    pub lapsed: bool,
+}
+
+pub fn verdict(
+    effective: &Effective,
+    feature: Feature,
+    count: Option<i64>,
+    seat_count: Option<i64>,
+) -> Verdict {
+    match feature_allowed(effective.tier, feature, count, seat_count) {
+        Ok(()) => Verdict { allowed: true, reason: None, required_tier: None, lapsed: false },
+        Err(Refusal::NotInPlan { required_tier }) => {
+            // A tenant that lost its plan is told why; others, which plan has the feature.
+            let lapse = effective.reason.filter(|_| {
+                effective.lapsed_from.is_some_and(|t| feature_allowed(t, feature, count, seat_count).is_ok())
+            });
+            Verdict {
+                allowed: false,
+                reason: Some(lapse.map_or("feature_not_in_plan", LapseReason::as_str)),
+                required_tier: Some(required_tier),
+                lapsed: lapse.is_some(),
+            }
+        }
+        Err(Refusal::RepoLimit { .. }) => Verdict {
+            allowed: false,
+            reason: Some("repo_limit_reached"),
+            required_tier: Some(Tier::Business),
+            lapsed: false,
+        },
+        Err(Refusal::SeatLimit { .. }) => {
+            Verdict { allowed: false, reason: Some("seat_limit_reached"), required_tier: None, lapsed: false }
+        }
     }
 }
 

@@ -24,6 +24,9 @@ use crate::jobs;
 use crate::telemetry;
 use crate::with_db;
 
+/// Calls a tenant may make per minute to the endpoints that reach Stripe.
+pub const TENANT_CALLS_PER_MINUTE: u32 = 60;
+
 /// Webhook bodies are limited to this too: a 413 is an event lost once Stripe stops retrying.
 pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
 
@@ -37,6 +40,8 @@ pub struct Inner {
     pub stripe: crate::stripe::StripeClient,
     /// Wakes the event worker when a webhook has been stored.
     pub worker_wake: tokio::sync::Notify,
+    /// Per tenant, on the endpoints that call Stripe.
+    pub tenant_limiter: crate::ratelimit::Limiter,
 }
 
 /// What every handler and job shares; cheap to clone.
@@ -55,8 +60,11 @@ impl AppState {
     pub async fn new(config: Config, db: Db, clock: Clock) -> anyhow::Result<AppState> {
         db.migrate_up().await.context("cannot apply database migrations")?;
         let billing_disabled_since = billing_switch(&db, config.billing_enabled, clock.now()).await?;
-        let stripe =
-            crate::stripe::StripeClient::new(&config.stripe.api_base, config.stripe.secret_key.clone());
+        let stripe = crate::stripe::StripeClient::with_budget(
+            &config.stripe.api_base,
+            config.stripe.secret_key.clone(),
+            config.stripe.calls_per_second,
+        );
         Ok(AppState(Arc::new(Inner {
             config,
             db,
@@ -65,6 +73,7 @@ impl AppState {
             metrics: telemetry::metrics_handle(),
             stripe,
             worker_wake: tokio::sync::Notify::new(),
+            tenant_limiter: crate::ratelimit::Limiter::new(TENANT_CALLS_PER_MINUTE, 60),
         })))
     }
 

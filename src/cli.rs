@@ -114,7 +114,7 @@ enum MigrateAction {
 
 #[derive(Subcommand)]
 enum JobsAction {
-    /// Run one job now: free-tier-reset, reservation-expiry or outbox.
+    /// Run one job now: free-tier-reset, reservation-expiry, outbox, period-end or grace-expiry.
     RunOnce { name: String },
 }
 
@@ -287,11 +287,17 @@ async fn run_job(name: &str) -> anyhow::Result<()> {
     let smtp_url = vars.get("SMTP_URL").filter(|v| !v.is_empty()).map(Secret::new);
     let public_url =
         vars.get("PUBLIC_URL").cloned().unwrap_or_else(|| format!("http://{}", config::DEFAULT_BIND));
+    let grace_period_days = vars.get("GRACE_PERIOD_DAYS").and_then(|d| d.parse().ok()).unwrap_or(7);
+    // The rollback switch pauses the jobs that revoke access, from the shell too.
+    let billing_frozen =
+        vars.get("BILLING_ENABLED").is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "false" | "0"));
     let ctx = jobs::JobContext {
         db: &db,
         now: Clock::System.now(),
         smtp_url: smtp_url.as_ref(),
         public_url: &public_url,
+        grace_period_days,
+        billing_frozen,
     };
     let rows = jobs::run_once(&ctx, job).await?;
     println!("{}: {rows} rows changed", job.name());

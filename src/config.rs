@@ -44,6 +44,9 @@ pub struct StripeConfig {
     pub prices: Prices,
     pub portal_config_id: Option<String>,
     pub api_base: String,
+    /// The process-wide budget of Stripe calls per second (Stripe allows 25/s in test mode and
+    /// 100/s live; the default stays well under).
+    pub calls_per_second: u32,
 }
 
 impl StripeConfig {
@@ -201,6 +204,22 @@ impl Config {
         let portal_config_id = v.prefixed("STRIPE_PORTAL_CONFIG_ID", &["bpc_"], false);
         let api_base =
             v.get("STRIPE_API_BASE").unwrap_or(DEFAULT_STRIPE_API_BASE).trim_end_matches('/').to_owned();
+        let live =
+            secret_key.as_deref().is_some_and(|k| k.starts_with("sk_live_") || k.starts_with("rk_live_"));
+        let calls_per_second = match v.get("STRIPE_CALLS_PER_SECOND").map(str::parse::<u32>) {
+            None => {
+                if live {
+                    80
+                } else {
+                    20
+                }
+            }
+            Some(Ok(n)) if n > 0 => n,
+            Some(_) => {
+                v.errors.push("STRIPE_CALLS_PER_SECOND must be a whole number above 0".into());
+                20
+            }
+        };
         let stripe = StripeConfig {
             secret_key: Secret::new(secret_key.unwrap_or_default()),
             publishable_key,
@@ -208,6 +227,7 @@ impl Config {
             prices,
             portal_config_id,
             api_base,
+            calls_per_second,
         };
 
         let auth_secret = Secret::new(v.required("HYDRA_AUTH_SECRET"));

@@ -145,6 +145,7 @@ pub const MIGRATIONS: &[(i64, &str, &str, &str)] = migration_files![
     3 => "0003_subscription_state",
     4 => "0004_usage_audit_jobs",
     5 => "0005_webhook_events_outbox",
+    6 => "0006_checkout_quotes",
 ];
 
 /// The version that adds `stripe_customer_id`: reverting it drops the tenant-to-customer map.

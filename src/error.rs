@@ -32,6 +32,12 @@ pub enum ApiError {
         resets_at: Option<String>,
         upgrade_url: String,
     },
+    #[error("this needs a paid plan again ({reason})")]
+    SubscriptionRequired { reason: &'static str, upgrade_url: String },
+    #[error("{feature} is not in your plan; it comes with {required_tier}")]
+    FeatureNotInPlan { feature: &'static str, required_tier: &'static str, upgrade_url: String },
+    #[error("too many requests; retry in {retry_after} s")]
+    RateLimited { retry_after: u64 },
     #[error("billing is disabled for now; nothing is lost, try again later")]
     BillingDisabled,
     /// Stripe could not be reached or refused in a way a retry may fix.
@@ -71,6 +77,9 @@ impl ApiError {
             ApiError::FreeTierLimitReached { .. } => {
                 (StatusCode::PAYMENT_REQUIRED, "free_tier_limit_reached")
             }
+            ApiError::SubscriptionRequired { .. } => (StatusCode::PAYMENT_REQUIRED, "subscription_required"),
+            ApiError::FeatureNotInPlan { .. } => (StatusCode::PAYMENT_REQUIRED, "feature_not_in_plan"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::BillingDisabled => (StatusCode::SERVICE_UNAVAILABLE, "billing_disabled"),
             ApiError::StripeUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "stripe_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
@@ -82,7 +91,11 @@ impl ApiError {
 /// availability problems reach the caller as `stripe_unavailable` (retryable).
 impl From<crate::stripe::StripeCallError> for ApiError {
     fn from(e: crate::stripe::StripeCallError) -> Self {
-        if e.is_retryable() { ApiError::StripeUnavailable } else { ApiError::Internal(e.into()) }
+        match e {
+            crate::stripe::StripeCallError::OverBudget(retry_after) => ApiError::RateLimited { retry_after },
+            e if e.is_retryable() => ApiError::StripeUnavailable,
+            e => ApiError::Internal(e.into()),
+        }
     }
 }
 
@@ -105,8 +118,24 @@ impl IntoResponse for ApiError {
         let mut error = Map::new();
         error.insert("code".into(), code.into());
         error.insert("message".into(), message.into());
+        let retry_after = match &self {
+            ApiError::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        };
         match self {
             ApiError::Conflict { details, .. } => error.extend(details),
+            ApiError::SubscriptionRequired { reason, upgrade_url } => {
+                error.insert("reason".into(), reason.into());
+                error.insert("upgrade_url".into(), upgrade_url.into());
+            }
+            ApiError::FeatureNotInPlan { feature, required_tier, upgrade_url } => {
+                error.insert("feature".into(), feature.into());
+                error.insert("required_tier".into(), required_tier.into());
+                error.insert("upgrade_url".into(), upgrade_url.into());
+            }
+            ApiError::RateLimited { retry_after } => {
+                error.insert("retry_after".into(), retry_after.into());
+            }
             ApiError::FreeTierLimitReached { metric, used, limit, resets_at, upgrade_url } => {
                 error.insert("metric".into(), metric.into());
                 error.insert("used".into(), used.into());
@@ -117,6 +146,9 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut response = (status, Json(json!({ "error": error }))).into_response();
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

@@ -20,16 +20,23 @@ pub enum Job {
     ReservationExpiry,
     /// Sends pending billing emails.
     Outbox,
+    /// Canceled subscriptions past their period end: plan_tier free.
+    PeriodEnd,
+    /// past_due beyond the grace period: plan_tier free.
+    GraceExpiry,
 }
 
 impl Job {
-    pub const ALL: [Job; 3] = [Job::FreeTierReset, Job::ReservationExpiry, Job::Outbox];
+    pub const ALL: [Job; 5] =
+        [Job::FreeTierReset, Job::ReservationExpiry, Job::Outbox, Job::PeriodEnd, Job::GraceExpiry];
 
     pub fn name(self) -> &'static str {
         match self {
             Job::FreeTierReset => "free-tier-reset",
             Job::ReservationExpiry => "reservation-expiry",
             Job::Outbox => "outbox",
+            Job::PeriodEnd => "period-end",
+            Job::GraceExpiry => "grace-expiry",
         }
     }
 
@@ -42,6 +49,7 @@ impl Job {
             Job::FreeTierReset => Duration::from_secs(3600),
             Job::ReservationExpiry => Duration::from_secs(60),
             Job::Outbox => Duration::from_secs(10),
+            Job::PeriodEnd | Job::GraceExpiry => Duration::from_secs(300),
         }
     }
 }
@@ -52,6 +60,9 @@ pub struct JobContext<'a> {
     pub now: Timestamp,
     pub smtp_url: Option<&'a Secret>,
     pub public_url: &'a str,
+    pub grace_period_days: i64,
+    /// `BILLING_ENABLED=false`: jobs that revoke access pause.
+    pub billing_frozen: bool,
 }
 
 /// Runs one job now and records its outcome in `job_runs`. Returns the rows it changed.
@@ -61,6 +72,10 @@ pub async fn run_once(ctx: &JobContext<'_>, job: Job) -> anyhow::Result<u64> {
         Job::FreeTierReset => usage::reset_free_tier_windows(db, now).await.map_err(anyhow::Error::from),
         Job::ReservationExpiry => usage::expire_reservations(db, now).await.map_err(anyhow::Error::from),
         Job::Outbox => email::send_pending(db, ctx.smtp_url, &email::sender(ctx.public_url), now).await,
+        Job::PeriodEnd | Job::GraceExpiry if ctx.billing_frozen => Ok(0),
+        Job::PeriodEnd | Job::GraceExpiry => {
+            crate::sync::expire_paid_access(db, job.name(), now, ctx.grace_period_days).await
+        }
     };
     let (outcome, rows) = match &result {
         Ok(rows) => ("ok", i64::try_from(*rows).unwrap_or(i64::MAX)),
@@ -104,6 +119,8 @@ pub fn spawn_scheduler(state: AppState) -> tokio::task::JoinHandle<()> {
                             now: state.clock.now(),
                             smtp_url: state.config.smtp_url.as_ref(),
                             public_url: &state.config.public_url,
+                            grace_period_days: state.config.grace_period_days,
+                            billing_frozen: state.billing_disabled_since.is_some(),
                         };
                         match run_once(&ctx, job).await {
                             Ok(rows) => tracing::info!(job = job.name(), rows, "job ran"),

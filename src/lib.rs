@@ -9,6 +9,8 @@ pub mod api;
 pub mod app;
 /// Tenant tokens, service and admin tokens.
 pub mod auth;
+/// Upgrading through Stripe Checkout.
+pub mod checkout;
 /// The command line.
 pub mod cli;
 /// The injectable clock.
@@ -23,8 +25,14 @@ pub mod email;
 pub mod error;
 /// Stored Stripe events and the worker that processes them.
 pub mod events;
+/// Gating Hydra's Rust routes on paid features.
+pub mod gate;
 /// Background jobs.
 pub mod jobs;
+/// Binding quotes for seat changes and upgrades.
+pub mod quotes;
+/// Per-tenant rate limits.
+pub mod ratelimit;
 /// The Stripe API client and lenient object readers.
 pub mod stripe;
 /// Fetch-and-sync: Stripe's live state applied to tenants.

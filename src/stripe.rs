@@ -24,11 +24,14 @@ pub enum StripeCallError {
     /// Network failure, timeout, 429 or 5xx after our retries: try again later.
     #[error("Stripe is unavailable: {0}")]
     Unavailable(String),
+    /// This process's own budget of Stripe calls is spent for this second.
+    #[error("the Stripe call budget is spent; retry in {0} s")]
+    OverBudget(u64),
 }
 
 impl StripeCallError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StripeCallError::Unavailable(_))
+        matches!(self, StripeCallError::Unavailable(_) | StripeCallError::OverBudget(_))
     }
 }
 
@@ -39,6 +42,9 @@ pub struct StripeClient {
     key: Secret,
     max_retries: u32,
     backoff: Duration,
+    /// One budget for every Stripe call of the process (reconcile included), well under
+    /// Stripe's limits (25/s in test mode, 100/s live).
+    budget: std::sync::Arc<crate::ratelimit::Limiter>,
 }
 
 impl std::fmt::Debug for StripeClient {
@@ -49,6 +55,10 @@ impl std::fmt::Debug for StripeClient {
 
 impl StripeClient {
     pub fn new(base: &str, key: Secret) -> StripeClient {
+        StripeClient::with_budget(base, key, 20)
+    }
+
+    pub fn with_budget(base: &str, key: Secret, calls_per_second: u32) -> StripeClient {
         install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
@@ -61,6 +71,7 @@ impl StripeClient {
             key,
             max_retries: 3,
             backoff: Duration::from_millis(250),
+            budget: std::sync::Arc::new(crate::ratelimit::Limiter::new(calls_per_second, 1)),
         }
     }
 
@@ -90,6 +101,7 @@ impl StripeClient {
         let url = format!("{}{path}", self.base);
         let mut attempt = 0;
         loop {
+            self.spend_budget().await?;
             let mut request = self
                 .http
                 .request(method.clone(), &url)
@@ -136,6 +148,23 @@ impl StripeClient {
             attempt += 1;
             tokio::time::sleep(self.backoff * 2u32.pow(attempt - 1)).await;
         }
+    }
+}
+
+impl StripeClient {
+    /// Takes one call from the budget, waiting for the next second once if it is spent.
+    async fn spend_budget(&self) -> Result<(), StripeCallError> {
+        for wait in [true, false] {
+            match self.budget.check("stripe", crate::clock::Clock::System.now()) {
+                Ok(()) => return Ok(()),
+                Err(crate::error::ApiError::RateLimited { retry_after }) if !wait => {
+                    metrics::counter!("hydra_stripe_calls_total", "outcome" => "over_budget").increment(1);
+                    return Err(StripeCallError::OverBudget(retry_after));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(1000)).await,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -244,5 +273,27 @@ mod tests {
             invoice_subscription(&json!({"parent": {"subscription_details": {"subscription": "sub_2"}}})),
             Some("sub_2")
         );
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_process_wide_budget_refuses_calls_beyond_it_without_sending_them() {
+        // Nothing listens on port 9: every call that is sent fails as unavailable, so an
+        // over-budget answer proves the call was never sent.
+        let mut client = StripeClient::new("http://127.0.0.1:9", Secret::new("sk_test_fake_budget"));
+        client.max_retries = 0;
+        client.budget = std::sync::Arc::new(crate::ratelimit::Limiter::new(2, 3600));
+        for _ in 0..2 {
+            assert!(matches!(client.get("/v1/x", &[]).await, Err(StripeCallError::Unavailable(_))));
+        }
+        let over = client.get("/v1/x", &[]).await.unwrap_err();
+        assert!(matches!(over, StripeCallError::OverBudget(_)));
+        let response = axum::response::IntoResponse::into_response(crate::error::ApiError::from(over));
+        assert_eq!(response.status(), axum::http::StatusCode::TOO_MANY_REQUESTS);
+        assert!(response.headers().contains_key("retry-after"));
     }
 }

@@ -13,7 +13,7 @@ use crate::email;
 use crate::events::StoredEvent;
 use crate::stripe::{StripeCallError, SubscriptionView, params};
 use crate::tenants::TenantRow;
-use crate::{tenant_columns, with_db};
+use crate::with_db;
 
 pub enum Outcome {
     Applied,
@@ -153,13 +153,8 @@ pub async fn sync_tenant(
     let outcome = with_db!(&state.db, |pool| {
         let mut tx = pool.begin().await?;
         // Lock the row: the write below is computed from what it holds.
-        let row: TenantRow = sqlx::query_as(concat!(
-            "UPDATE tenants SET updated_at = updated_at WHERE id = $1 RETURNING ",
-            tenant_columns!()
-        ))
-        .bind(&tenant.id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let row: TenantRow =
+            sqlx::query_as(crate::tenants::LOCK_SQL).bind(&tenant.id).fetch_one(&mut *tx).await?;
         let before = Synced::of(&row);
         let status = chosen.as_ref().map(|s| s.status.clone());
         let past_due = status.as_deref() == Some("past_due");
@@ -170,6 +165,24 @@ pub async fn sync_tenant(
             (true, Some(t)) => Some(before.grace_started_at.map_or(t.created, |g| g.min(t.created))),
             (true, None) => before.grace_started_at,
         };
+        // The stored tier is what the subscription alone grants now (the jobs tidy it the same
+        // way as time passes), so a sync never undoes a job's work.
+        let by_rules = crate::access::effective_tier(
+            &crate::access::BillingState {
+                plan_tier: Some(tier),
+                subscription_status: status.clone(),
+                current_period_end: chosen.as_ref().and_then(|s| s.current_period_end),
+                cancel_at_period_end: chosen.as_ref().is_some_and(|s| s.cancel_at_period_end),
+                cancel_at: chosen.as_ref().and_then(|s| s.cancel_at),
+                cancellation_reason: chosen.as_ref().and_then(|s| s.cancellation_reason.clone()),
+                grace_started_at: grace,
+                manual_plan_tier: None,
+                manual_contract_ends_at: None,
+            },
+            state.access_time(),
+            state.config.grace_period_days,
+        );
+        let tier = by_rules.tier;
         let after = Synced {
             subscription_id: chosen.as_ref().map(|s| s.id.clone()).or(before.subscription_id.clone()),
             status,
@@ -330,4 +343,58 @@ pub async fn reconcile(
         }
     }
     Ok((checked, repaired))
+}
+
+/// The `period-end` and `grace-expiry` jobs: tenants whose paid access has ended by the rules
+/// (canceled and past the period end; past_due beyond grace) get `plan_tier = free`, each with an
+/// audit entry. Only tidies: the access function already answers free for them. Claimed row by
+/// row with `UPDATE … RETURNING`, so two instances never both change (or audit) the same tenant.
+pub async fn expire_paid_access(
+    db: &crate::db::Db,
+    job: &'static str,
+    now: i64,
+    grace_period_days: i64,
+) -> anyhow::Result<u64> {
+    let grace_secs = grace_period_days * crate::clock::DAY;
+    let expired: Vec<(String, String, Option<String>)> = with_db!(db, |pool| {
+        let mut tx = pool.begin().await?;
+        let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(match job {
+            "period-end" => {
+                "UPDATE tenants SET plan_tier = 'free', updated_at = $1 \
+                 WHERE id IN (SELECT id FROM tenants WHERE plan_tier <> 'free' \
+                     AND stripe_subscription_status = 'canceled' AND stripe_current_period_end <= $1) \
+                   AND plan_tier <> 'free' \
+                 RETURNING id, stripe_subscription_status, stripe_subscription_id"
+            }
+            _ => {
+                "UPDATE tenants SET plan_tier = 'free', updated_at = $1 \
+                 WHERE id IN (SELECT id FROM tenants WHERE plan_tier <> 'free' \
+                     AND stripe_subscription_status = 'past_due' AND grace_started_at + $2 <= $1) \
+                   AND plan_tier <> 'free' \
+                 RETURNING id, stripe_subscription_status, stripe_subscription_id"
+            }
+        })
+        .bind(now)
+        .bind(grace_secs)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, status, sub) in &rows {
+            sqlx::query(crate::tenants::INSERT_AUDIT_SQL)
+                .bind(new_id("aud"))
+                .bind(id)
+                .bind(format!("job:{job}"))
+                .bind("access_ended")
+                .bind(
+                    json!({"stripe_subscription_status": status, "stripe_subscription_id": sub}).to_string(),
+                )
+                .bind(json!({"plan_tier": "free"}).to_string())
+                .bind(None::<String>)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(rows)
+    })?;
+    Ok(expired.len() as u64)
 }

@@ -22,6 +22,12 @@ macro_rules! tenant_columns {
     };
 }
 
+/// Locks a tenant's row for the rest of the transaction and reads it: a write first, so
+/// PostgreSQL takes the row lock and SQLite its write lock. Every read-decide-write on a tenant
+/// (reserve, checkout, sync, manual plan) starts here, so such writers queue instead of racing.
+pub const LOCK_SQL: &str =
+    concat!("UPDATE tenants SET updated_at = updated_at WHERE id = $1 RETURNING ", tenant_columns!());
+
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
 pub struct TenantRow {
     pub id: String,
@@ -102,6 +108,20 @@ pub async fn get(db: &Db, id: &str) -> Result<Option<TenantRow>, sqlx::Error> {
             .bind(id)
             .fetch_optional(pool)
             .await
+    })
+}
+
+/// Creates the tenant (free) if Hydra has not announced it yet; an existing one is untouched.
+pub async fn ensure(db: &Db, id: &str, now: Timestamp) -> Result<(), sqlx::Error> {
+    with_db!(db, |pool| {
+        sqlx::query(
+            "INSERT INTO tenants (id, name, created_at, updated_at) VALUES ($1, '', $2, $2) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|_| ())
     })
 }
 
@@ -205,13 +225,7 @@ pub async fn set_manual_plan(
     let reason = Some(plan.reason).filter(|_| tier.is_some());
     with_db!(db, |pool| {
         let mut tx = pool.begin().await?;
-        let before: Option<TenantRow> = sqlx::query_as(concat!(
-            "UPDATE tenants SET updated_at = updated_at WHERE id = $1 RETURNING ",
-            tenant_columns!()
-        ))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let before: Option<TenantRow> = sqlx::query_as(LOCK_SQL).bind(id).fetch_optional(&mut *tx).await?;
         let Some(before) = before else {
             return Err(ApiError::not_found(format!("no tenant {id}")));
         };

@@ -14,7 +14,6 @@ use crate::app::AppState;
 use crate::clock::{DAY, Timestamp, rfc3339_opt};
 use crate::db::{Db, new_id};
 use crate::error::{ApiError, ApiResult};
-use crate::tenant_columns;
 use crate::tenants::TenantRow;
 use crate::with_db;
 
@@ -137,14 +136,8 @@ pub async fn reserve(
             .execute(&mut *tx)
             .await?;
             // The lock: every reserve of this tenant queues here until the one before commits.
-            let row: TenantRow = sqlx::query_as(concat!(
-                "UPDATE tenants SET updated_at = $2 WHERE id = $1 RETURNING ",
-                tenant_columns!()
-            ))
-            .bind(tenant_id)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
+            let row: TenantRow =
+                sqlx::query_as(crate::tenants::LOCK_SQL).bind(tenant_id).fetch_one(&mut *tx).await?;
             let tier = effective_tier(&row.billing_state(), access_time, grace_days).tier;
             let window = if tier.is_paid() {
                 None

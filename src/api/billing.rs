@@ -1,7 +1,9 @@
 //! Owns the tenant-facing billing calls (more arrive with checkout, seats and the portal).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::access::effective_tier;
@@ -76,4 +78,134 @@ pub async fn reservation(
         "expires_at": rfc3339(view.expires_at),
         "settled_at": rfc3339_opt(view.settled_at),
     })))
+}
+
+/// Every billing call that reaches Stripe: a billing admin, within the tenant's rate limit.
+fn stripe_call_allowed(state: &AppState, auth: &TenantAuth) -> Result<(), ApiError> {
+    auth.require_billing_admin()?;
+    state.tenant_limiter.check(auth.tenant_id(), state.clock.now())
+}
+
+fn require_billing_enabled(state: &AppState) -> Result<(), ApiError> {
+    if state.billing_disabled_since.is_some() { Err(ApiError::BillingDisabled) } else { Ok(()) }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutBody {
+    price_id: String,
+    #[serde(default = "one")]
+    quantity: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// `POST /api/billing/checkout` `{price_id, quantity}` → `{url, session_id}`.
+pub async fn checkout(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    body: Result<Json<CheckoutBody>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    stripe_call_allowed(&state, &auth)?;
+    require_billing_enabled(&state)?;
+    let Json(body) = body?;
+    Ok(Json(crate::checkout::start(&state, auth.tenant_id(), &body.price_id, body.quantity).await?))
+}
+
+#[derive(Deserialize)]
+pub struct SessionQuery {
+    session_id: Option<String>,
+}
+
+/// `GET /api/billing/checkout/session?session_id=cs_…` → `{status, plan_tier}`.
+pub async fn checkout_session(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    query: Result<Query<SessionQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    state.tenant_limiter.check(auth.tenant_id(), state.clock.now())?;
+    let Query(query) = query?;
+    let session_id = query.session_id.ok_or_else(|| ApiError::invalid("session_id is required"))?;
+    Ok(Json(crate::checkout::session_status(&state, auth.tenant_id(), &session_id).await?))
+}
+
+/// A preview (`{quantity}` / `{tier}`) or a confirmation (`{quote_id, confirm: true}`), never both.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeBody {
+    quantity: Option<i64>,
+    tier: Option<String>,
+    quote_id: Option<String>,
+    confirm: Option<bool>,
+}
+
+async fn change(state: &AppState, auth: &TenantAuth, body: ChangeBody, kind: &str) -> ApiResult<Value> {
+    stripe_call_allowed(state, auth)?;
+    require_billing_enabled(state)?;
+    let tenant = auth.tenant_id();
+    match (body.quote_id, body.quantity.is_some() || body.tier.is_some()) {
+        (Some(_), true) => {
+            Err(ApiError::invalid("send either a change to preview or a quote_id to confirm, not both"))
+        }
+        (Some(quote), false) => {
+            if body.confirm != Some(true) {
+                return Err(ApiError::invalid("confirming a quote needs \"confirm\": true"));
+            }
+            crate::quotes::confirm(state, tenant, &quote, kind).await
+        }
+        (None, _) => {
+            let change = match (kind, body.quantity, body.tier.as_deref()) {
+                ("seats", Some(n), None) => crate::quotes::Change::Seats(n),
+                ("upgrade", None, Some("business")) => crate::quotes::Change::UpgradeToBusiness,
+                ("upgrade", None, Some(_)) => {
+                    return Err(ApiError::invalid("tier is \"business\": downgrades happen in the portal"));
+                }
+                ("seats", ..) => return Err(ApiError::invalid("quantity is required")),
+                _ => return Err(ApiError::invalid("tier is required")),
+            };
+            crate::quotes::preview(state, tenant, change).await
+        }
+    }
+}
+
+/// `POST /api/billing/seats`.
+pub async fn seats(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    body: Result<Json<ChangeBody>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let Json(body) = body?;
+    Ok(Json(change(&state, &auth, body, "seats").await?))
+}
+
+/// `POST /api/billing/upgrade`.
+pub async fn upgrade(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    body: Result<Json<ChangeBody>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let Json(body) = body?;
+    Ok(Json(change(&state, &auth, body, "upgrade").await?))
+}
+
+/// `POST /api/billing/portal` → `{url}`, a fresh session every call. Served with billing disabled
+/// too: a customer can always cancel.
+pub async fn portal(auth: TenantAuth, State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    stripe_call_allowed(&state, &auth)?;
+    let row = crate::tenants::get(&state.db, auth.tenant_id()).await?;
+    let customer = row
+        .and_then(|r| r.stripe_customer_id)
+        .ok_or_else(|| ApiError::conflict("there is no billing account yet; upgrade first"))?;
+    let return_url = format!("{}/billing", state.config.public_url);
+    let mut form = crate::stripe::params(&[("customer", &customer), ("return_url", &return_url)]);
+    if let Some(config) = &state.config.stripe.portal_config_id {
+        form.push(("configuration".into(), config.clone()));
+    }
+    let session = state.stripe.post("/v1/billing_portal/sessions", &form, None).await?;
+    let url = session["url"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("Stripe returned a portal session without url"))?;
+    Ok(Json(json!({ "url": url })))
 }

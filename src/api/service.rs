@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::access::{Feature, Refusal, effective_tier, feature_allowed};
+use crate::access::{Feature, Tier, effective_tier};
 use crate::app::AppState;
 use crate::auth::ServiceAuth;
 use crate::clock::{DAY, rfc3339_opt};
@@ -160,27 +160,14 @@ pub async fn access(
     let billing = row.as_ref().map(|r| r.billing_state()).unwrap_or_default();
     let effective = effective_tier(&billing, state.access_time(), state.config.grace_period_days);
     let seats = row.as_ref().and_then(|r| r.stripe_seat_count);
-    let verdict = feature_allowed(effective.tier, feature, count, seats);
-    let (reason, required_tier) = match verdict {
-        Ok(()) => (None, None),
-        Err(Refusal::NotInPlan { required_tier }) => {
-            // A tenant that lost its plan is told why (subscription_required), others what plan
-            // has the feature.
-            let lapsed = effective.reason.filter(|_| {
-                effective.lapsed_from.is_some_and(|t| feature_allowed(t, feature, count, seats).is_ok())
-            });
-            (Some(lapsed.map_or("feature_not_in_plan", |r| r.as_str())), Some(required_tier.as_str()))
-        }
-        Err(Refusal::RepoLimit { .. }) => (Some("repo_limit_reached"), Some("business")),
-        Err(Refusal::SeatLimit { .. }) => (Some("seat_limit_reached"), None),
-    };
+    let verdict = crate::access::verdict(&effective, feature, count, seats);
     Ok(Json(AccessAnswer {
-        allowed: verdict.is_ok(),
-        reason,
+        allowed: verdict.allowed,
+        reason: verdict.reason,
         plan_tier: effective.tier.as_str(),
         access_until: rfc3339_opt(effective.access_until),
         grace_ends_at: rfc3339_opt(effective.grace_ends_at),
-        required_tier,
+        required_tier: verdict.required_tier.map(Tier::as_str),
         upgrade_url: state.config.upgrade_url(),
     }))
 }

@@ -35,6 +35,8 @@ pub fn test_env() -> HashMap<String, String> {
         ("HYDRA_AUTH_SECRET", AUTH_SECRET),
         ("HYDRA_SERVICE_TOKEN", SERVICE_TOKEN),
         ("HYDRA_ADMIN_TOKEN", ADMIN_TOKEN),
+        // The simulator has no rate limit; the suites drive thousands of calls through it.
+        ("STRIPE_CALLS_PER_SECOND", "100000"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -42,10 +44,12 @@ pub fn test_env() -> HashMap<String, String> {
 }
 
 /// A fresh, empty database: a temp SQLite file, or a new schema in HYDRA_TEST_POSTGRES_URL.
+/// Clones share it (a second service instance on the same database).
+#[derive(Clone)]
 pub struct TestDb {
     pub db: Db,
     pub url: String,
-    _dir: Option<tempfile::TempDir>,
+    _dir: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 pub async fn fresh_db() -> TestDb {
@@ -70,7 +74,7 @@ pub async fn fresh_db() -> TestDb {
             let dir = tempfile::tempdir().unwrap();
             let url = format!("sqlite://{}", dir.path().join("billing.db").display());
             let db = Db::connect(&url).await.unwrap();
-            TestDb { db, url, _dir: Some(dir) }
+            TestDb { db, url, _dir: Some(std::sync::Arc::new(dir)) }
         }
     }
 }
@@ -111,6 +115,11 @@ pub async fn spawn_app_on(
 }
 
 impl TestApp {
+    /// The database, shared, for a second instance of the service.
+    pub fn shared_db(&self) -> TestDb {
+        self._test_db.clone()
+    }
+
     /// Hands the database over for a restart; this app's server keeps running but is unused.
     pub fn into_db(self) -> (TestDb, Clock) {
         (self._test_db, self.clock)
@@ -205,6 +214,8 @@ impl TestApp {
             now: self.clock.now(),
             smtp_url: self.state.config.smtp_url.as_ref(),
             public_url: &self.state.config.public_url,
+            grace_period_days: self.state.config.grace_period_days,
+            billing_frozen: self.state.billing_disabled_since.is_some(),
         };
         hydra_billing::jobs::run_once(&ctx, job).await.unwrap()
     }

@@ -5,6 +5,7 @@
 mod access;
 mod admin;
 mod auth;
+mod billing;
 mod cli;
 mod errors;
 mod free_tier;
