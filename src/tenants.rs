@@ -28,7 +28,7 @@ macro_rules! tenant_columns {
 pub const LOCK_SQL: &str =
     concat!("UPDATE tenants SET updated_at = updated_at WHERE id = $1 RETURNING ", tenant_columns!());
 
-#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow)]
 pub struct TenantRow {
     pub id: String,
     pub name: String,

@@ -104,11 +104,24 @@ pub async fn spawn_app_on(
     clock: Clock,
     tweak: impl FnOnce(&mut HashMap<String, String>),
 ) -> TestApp {
+    spawn_app_listening(test_db, clock, tweak, None).await
+}
+
+/// The same on a listener bound beforehand (when the URL must be known before the config).
+pub async fn spawn_app_listening(
+    test_db: TestDb,
+    clock: Clock,
+    tweak: impl FnOnce(&mut HashMap<String, String>),
+    listener: Option<tokio::net::TcpListener>,
+) -> TestApp {
     let mut env = test_env();
     tweak(&mut env);
     let config = Config::from_vars(&env).expect("the test environment is complete");
     let state = AppState::new(config, test_db.db.clone(), clock.clone()).await.unwrap();
-    let app = Application::build(state.clone()).await.unwrap();
+    let app = match listener {
+        Some(l) => Application::on_listener(state.clone(), l),
+        None => Application::build(state.clone()).await.unwrap(),
+    };
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until(false, std::future::pending()));
     TestApp { base, client: reqwest::Client::new(), db: test_db.db.clone(), clock, state, _test_db: test_db }
@@ -295,25 +308,41 @@ pub async fn sim_call(
     body
 }
 
-pub async fn spawn_with_stripe() -> WithStripe {
-    spawn_with_stripe_and(|_| {}).await
+/// The app and the simulator wired as in production: the simulator delivers signed webhooks
+/// (in chaos mode with a seed) to the app's endpoint, with the endpoint's own secret.
+pub async fn spawn_with_deliveries(chaos: Option<u64>) -> WithStripe {
+    let settings =
+        stripe_sim::SimSettings { chaos: chaos.map(stripe_sim::Chaos::with_seed), ..Default::default() };
+    let sim = stripe_sim::Simulator::start("127.0.0.1:0".parse().unwrap(), settings).await.unwrap();
+    let prices = create_prices(&sim).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/webhooks/stripe", listener.local_addr().unwrap());
+    let mut params = vec![("url", url.as_str())];
+    params.extend(hydra_billing::webhooks::HANDLED.iter().map(|t| ("enabled_events[]", *t)));
+    let endpoint = sim_call(&sim, reqwest::Method::POST, "/v1/webhook_endpoints", &params).await;
+    let secret = endpoint["secret"].as_str().unwrap().to_owned();
+    let env = stripe_env(&sim, &prices);
+    let app = spawn_app_listening(
+        fresh_db().await,
+        Clock::manual(START),
+        move |e| {
+            e.extend(env);
+            e.insert("STRIPE_WEBHOOK_SECRET".into(), secret);
+        },
+        Some(listener),
+    )
+    .await;
+    WithStripe { app, sim, prices }
 }
 
-/// The same, with the test environment changed by `tweak` as well.
-pub async fn spawn_with_stripe_and(
-    tweak: impl FnOnce(&mut HashMap<String, String>) + Send + 'static,
-) -> WithStripe {
-    let sim =
-        stripe_sim::Simulator::start("127.0.0.1:0".parse().unwrap(), stripe_sim::SimSettings::default())
-            .await
-            .unwrap();
+async fn create_prices(sim: &stripe_sim::Simulator) -> Prices {
     let mut ids = Vec::new();
     for (name, monthly, annual) in [("Hydra Team", "2000", "19200"), ("Hydra Business", "4000", "38400")] {
-        let product = sim_call(&sim, reqwest::Method::POST, "/v1/products", &[("name", name)]).await;
+        let product = sim_call(sim, reqwest::Method::POST, "/v1/products", &[("name", name)]).await;
         let product = product["id"].as_str().unwrap().to_owned();
         for (amount, interval) in [(monthly, "month"), (annual, "year")] {
             let price = sim_call(
-                &sim,
+                sim,
                 reqwest::Method::POST,
                 "/v1/prices",
                 &[
@@ -327,21 +356,45 @@ pub async fn spawn_with_stripe_and(
             ids.push(price["id"].as_str().unwrap().to_owned());
         }
     }
-    let prices = Prices {
+    Prices {
         team_monthly: ids[0].clone(),
         team_annual: ids[1].clone(),
         business_monthly: ids[2].clone(),
         business_annual: ids[3].clone(),
-    };
-    let base = sim.base_url.clone();
-    let (tm, ta, bm, ba) = (ids[0].clone(), ids[1].clone(), ids[2].clone(), ids[3].clone());
-    let app = spawn_app_with(move |env| {
-        env.insert("STRIPE_API_BASE".into(), base);
-        env.insert("STRIPE_TEAM_MONTHLY_PRICE_ID".into(), tm);
-        env.insert("STRIPE_TEAM_ANNUAL_PRICE_ID".into(), ta);
-        env.insert("STRIPE_BUSINESS_MONTHLY_PRICE_ID".into(), bm);
-        env.insert("STRIPE_BUSINESS_ANNUAL_PRICE_ID".into(), ba);
-        tweak(env);
+    }
+}
+
+/// The environment that points the app at `sim` and its prices.
+fn stripe_env(sim: &stripe_sim::Simulator, prices: &Prices) -> HashMap<String, String> {
+    [
+        ("STRIPE_API_BASE", sim.base_url.clone()),
+        ("STRIPE_TEAM_MONTHLY_PRICE_ID", prices.team_monthly.clone()),
+        ("STRIPE_TEAM_ANNUAL_PRICE_ID", prices.team_annual.clone()),
+        ("STRIPE_BUSINESS_MONTHLY_PRICE_ID", prices.business_monthly.clone()),
+        ("STRIPE_BUSINESS_ANNUAL_PRICE_ID", prices.business_annual.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+pub async fn spawn_with_stripe() -> WithStripe {
+    spawn_with_stripe_and(|_| {}).await
+}
+
+/// The same, with the test environment changed by `tweak` as well.
+pub async fn spawn_with_stripe_and(
+    tweak: impl FnOnce(&mut HashMap<String, String>) + Send + 'static,
+) -> WithStripe {
+    let sim =
+        stripe_sim::Simulator::start("127.0.0.1:0".parse().unwrap(), stripe_sim::SimSettings::default())
+            .await
+            .unwrap();
+    let prices = create_prices(&sim).await;
+    let env = stripe_env(&sim, &prices);
+    let app = spawn_app_with(move |e| {
+        e.extend(env);
+        tweak(e);
     })
     .await;
     WithStripe { app, sim, prices }
@@ -400,6 +453,25 @@ impl WithStripe {
         .await
     }
 
+    /// Waits (processing stored events as they arrive) until the tenant's row satisfies `done`.
+    pub async fn settle(
+        &self,
+        tenant: &str,
+        what: &str,
+        done: impl Fn(&hydra_billing::tenants::TenantRow) -> bool,
+    ) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            self.app.drain().await;
+            if hydra_billing::tenants::get(&self.app.db, tenant).await.unwrap().is_some_and(|r| done(&r)) {
+                return;
+            }
+            let row = self.app.tenant(tenant).await;
+            assert!(std::time::Instant::now() < deadline, "{what}: never reached; the row is {row:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn advance(&self, clock: &str, to: Timestamp) {
         self.post(
             &format!("/v1/test_helpers/test_clocks/{clock}/advance"),
@@ -443,7 +515,7 @@ impl TestApp {
     /// Posts `event` to the webhook endpoint signed with the configured secret at the app's time.
     pub async fn deliver(&self, event: &Value) -> StatusCode {
         let body = serde_json::to_vec(event).unwrap();
-        let header = stripe_sim::signature_header(WEBHOOK_SECRET, self.clock.now(), &body);
+        let header = stripe_sim::signature_header(WEBHOOK_SECRET, Clock::System.now(), &body);
         self.deliver_raw(&body, Some(&header)).await
     }
 

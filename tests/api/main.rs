@@ -13,5 +13,6 @@ mod helpers;
 mod migrations;
 mod ops;
 mod rollback;
+mod scenarios;
 mod tenants;
 mod webhooks;

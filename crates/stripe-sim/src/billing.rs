@@ -789,8 +789,10 @@ pub fn create_subscription(
         s["latest_invoice"] = json!(invoice_id);
     }
     if req.via_checkout {
-        // Checkout authenticated the card on its page: the saved card is set up for later.
+        // Checkout ran any 3-D Secure challenge on its own page: this payment is authenticated
+        // and the saved card is set up for later off-session charges.
         world.set_up.insert(req.customer.to_owned());
+        world.authenticated.insert(invoice_id.clone());
     }
     let outcome = attempt_payment(world, settings, &invoice_id, false, now);
     let status = if outcome == ChargeOutcome::Succeeded { "active" } else { "incomplete" };

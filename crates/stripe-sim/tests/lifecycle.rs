@@ -723,10 +723,10 @@ async fn the_hosted_checkout_page_pays_and_redirects_to_the_success_url() {
         r.headers()["location"],
         format!("http://app.test/ok?session_id={}", s(&session["id"])).as_str()
     );
-    assert_eq!(
-        t.client.get(&format!("/v1/checkout/sessions/{}", s(&session["id"])), &[]).await["status"],
-        "complete"
-    );
+    let done = t.client.get(&format!("/v1/checkout/sessions/{}", s(&session["id"])), &[]).await;
+    assert_eq!(done["status"], "complete");
+    let sub = t.client.get(&format!("/v1/subscriptions/{}", s(&done["subscription"])), &[]).await;
+    assert_eq!(sub["status"], "active", "3-D Secure passed on the page: the first payment went through");
 }
 
 #[tokio::test]

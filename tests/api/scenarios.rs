@@ -1,0 +1,330 @@
+//! The roadmap's go-live scenarios (BILL-23/24): the whole service as a customer's billing runs it,
+//! with real HTTP, the simulator delivering signed webhooks to our endpoint, and the tenant's row
+//! checked after each step. The same scenarios run again in chaos mode (duplicates, delays,
+//! reordering, dropped first attempts) with three seeds and must end in the same states.
+//! Against real Stripe test mode: `stripe_test_mode_scenarios` (see its comment).
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{DAY, START, WithStripe, json as body_json, spawn_with_deliveries};
+
+/// Compares the named fields of the tenant's row with `expected`, naming the step and the field
+/// that differed.
+async fn expect(s: &WithStripe, step: &str, tenant: &str, expected: &[(&str, Value)]) {
+    let row = serde_json::to_value(s.app.tenant(tenant).await).unwrap();
+    for (field, want) in expected {
+        assert_eq!(&row[*field], want, "step {step:?}: field {field} differed (row: {row})");
+    }
+}
+
+async fn access(s: &WithStripe, tenant: &str) -> Value {
+    body_json(s.app.access(tenant, "feature=workflows").await).await
+}
+
+/// Checkout through our API, paid on the simulator's Checkout with `card`.
+async fn checkout(s: &WithStripe, tenant: &str, price: &str, quantity: i64, card: &str) -> StatusCode {
+    let r = s
+        .app
+        .client
+        .post(s.app.url("/api/billing/checkout"))
+        .bearer_auth(s.app.tenant_token(tenant))
+        .json(&json!({"price_id": price, "quantity": quantity}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "checkout for {tenant}");
+    let session = body_json(r).await["session_id"].as_str().unwrap().to_owned();
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/test_helpers/checkout/sessions/{session}/complete", s.sim.base_url))
+        .bearer_auth("sk_test_fake_harness")
+        .form(&[("payment_method", card)])
+        .send()
+        .await
+        .unwrap();
+    StatusCode::from_u16(r.status().as_u16()).unwrap()
+}
+
+/// Moves the simulator's test clock and our clock together.
+async fn travel(s: &WithStripe, clock: &str, to: i64) {
+    s.advance(clock, to).await;
+    s.app.clock.set(to);
+}
+
+async fn monthly_upgrade(s: &WithStripe) {
+    s.tenant_with_customer("m1", "pm_card_visa").await;
+    assert_eq!(checkout(s, "m1", &s.prices.team_monthly, 2, "pm_card_visa").await, StatusCode::OK);
+    s.settle("m1", "monthly upgrade", |r| {
+        r.plan_tier == "team" && r.stripe_subscription_status.as_deref() == Some("active")
+    })
+    .await;
+    expect(
+        s,
+        "monthly upgrade",
+        "m1",
+        &[
+            ("plan_tier", json!("team")),
+            ("stripe_price_id", json!(s.prices.team_monthly)),
+            ("stripe_interval", json!("month")),
+            ("stripe_seat_count", json!(2)),
+        ],
+    )
+    .await;
+}
+
+async fn annual_upgrade(s: &WithStripe) {
+    s.tenant_with_customer("a1", "pm_card_visa").await;
+    assert_eq!(checkout(s, "a1", &s.prices.team_annual, 1, "pm_card_visa").await, StatusCode::OK);
+    s.settle("a1", "annual upgrade", |r| r.plan_tier == "team").await;
+    expect(
+        s,
+        "annual upgrade",
+        "a1",
+        &[
+            ("stripe_price_id", json!(s.prices.team_annual)),
+            ("stripe_current_period_end", json!(START + 365 * DAY)),
+            ("stripe_interval", json!("year")),
+        ],
+    )
+    .await;
+}
+
+async fn payment_failure_at_checkout(s: &WithStripe) {
+    s.tenant_with_customer("f1", "pm_card_visa").await;
+    assert_eq!(
+        checkout(s, "f1", &s.prices.team_monthly, 1, "pm_card_chargeDeclined").await,
+        StatusCode::PAYMENT_REQUIRED
+    );
+    s.app.drain().await;
+    expect(
+        s,
+        "payment failure at checkout",
+        "f1",
+        &[("plan_tier", json!("free")), ("stripe_subscription_id", Value::Null)],
+    )
+    .await;
+}
+
+/// Failure after upgrade, then grace expiry.
+async fn failure_after_upgrade_then_grace_expiry(s: &WithStripe) {
+    let (_, clock) = s.tenant_with_customer("g1", "pm_card_visa").await;
+    assert_eq!(checkout(s, "g1", &s.prices.team_monthly, 1, "pm_card_visa").await, StatusCode::OK);
+    s.settle("g1", "upgrade before failure", |r| r.plan_tier == "team").await;
+    // The card on file starts failing (0341 attaches, then declines), before the clock moves.
+    let sub = s.app.tenant("g1").await.stripe_subscription_id.unwrap();
+    s.post(&format!("/v1/subscriptions/{sub}"), &[("default_payment_method", "pm_card_chargeCustomerFail")])
+        .await;
+    let end = s.app.tenant("g1").await.stripe_current_period_end.unwrap();
+    travel(s, &clock, end + 3600 + 60).await;
+    s.settle("g1", "failure after upgrade", |r| r.grace_started_at.is_some()).await;
+    expect(
+        s,
+        "failure after upgrade",
+        "g1",
+        &[("stripe_subscription_status", json!("past_due")), ("grace_started_at", json!(end + 3600))],
+    )
+    .await;
+    let a = access(s, "g1").await;
+    assert_eq!(
+        (a["plan_tier"].as_str(), a["allowed"].as_bool()),
+        (Some("team"), Some(true)),
+        "step \"failure after upgrade\": access kept within grace: {a}"
+    );
+    // Past the grace period: Stripe's retries run out and it cancels; we answer free.
+    travel(s, &clock, end + 3600 + 7 * DAY + 60).await;
+    s.settle("g1", "grace period expiry", |r| r.stripe_subscription_status.as_deref() == Some("canceled"))
+        .await;
+    s.app.run_job("grace-expiry").await;
+    s.app.run_job("period-end").await;
+    expect(s, "grace period expiry", "g1", &[("plan_tier", json!("free"))]).await;
+    let jira = body_json(s.app.access("g1", "feature=connected_repos&count=6").await).await;
+    assert_eq!(jira["plan_tier"], "free", "step \"grace period expiry\": plan_tier");
+    let gated = body_json(s.app.access("g1", "feature=jira").await).await;
+    assert_eq!(gated["allowed"], false, "step \"grace period expiry\": access refused");
+}
+
+async fn seat_increase_with_proration(s: &WithStripe) {
+    let (_, clock) = s.tenant_with_customer("s1", "pm_card_visa").await;
+    assert_eq!(checkout(s, "s1", &s.prices.team_monthly, 3, "pm_card_visa").await, StatusCode::OK);
+    s.settle("s1", "seat scenario upgrade", |r| r.plan_tier == "team").await;
+    travel(s, &clock, START + 12 * DAY).await;
+    let call = |body: Value| {
+        s.app
+            .client
+            .post(s.app.url("/api/billing/seats"))
+            .bearer_auth(s.app.tenant_token("s1"))
+            .json(&body)
+            .send()
+    };
+    let preview = body_json(call(json!({"quantity": 5})).await.unwrap()).await;
+    let done =
+        body_json(call(json!({"quote_id": preview["quote_id"], "confirm": true})).await.unwrap()).await;
+    s.settle("s1", "seat increase with proration", |r| r.stripe_seat_count == Some(5)).await;
+    let invoice = s.get(&format!("/v1/invoices/{}", done["latest_invoice"].as_str().unwrap()), &[]).await;
+    assert_eq!(
+        invoice["amount_paid"], preview["amount_due"],
+        "step \"seat increase with proration\": invoiced amount"
+    );
+    let prorated = invoice["lines"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["parent"]["subscription_item_details"]["proration"] == true)
+        .count();
+    assert_eq!(prorated, 2, "step \"seat increase with proration\": proration lines");
+}
+
+async fn team_to_business(s: &WithStripe) {
+    s.tenant_with_customer("b1", "pm_card_visa").await;
+    assert_eq!(checkout(s, "b1", &s.prices.team_monthly, 4, "pm_card_visa").await, StatusCode::OK);
+    s.settle("b1", "team before business", |r| r.plan_tier == "team").await;
+    let call = |body: Value| {
+        s.app
+            .client
+            .post(s.app.url("/api/billing/upgrade"))
+            .bearer_auth(s.app.tenant_token("b1"))
+            .json(&body)
+            .send()
+    };
+    let preview = body_json(call(json!({"tier": "business"})).await.unwrap()).await;
+    assert_eq!(
+        call(json!({"quote_id": preview["quote_id"], "confirm": true})).await.unwrap().status(),
+        StatusCode::OK
+    );
+    s.settle("b1", "Team to Business", |r| r.plan_tier == "business").await;
+    expect(
+        s,
+        "Team to Business",
+        "b1",
+        &[("stripe_seat_count", json!(4)), ("stripe_price_id", json!(s.prices.business_monthly))],
+    )
+    .await;
+}
+
+async fn three_d_secure(s: &WithStripe) {
+    let (_, clock) = s.tenant_with_customer("d1", "pm_card_visa").await;
+    // 3155 at signup: authenticated on the Checkout page, no email.
+    assert_eq!(
+        checkout(s, "d1", &s.prices.team_monthly, 1, "pm_card_authenticationRequired").await,
+        StatusCode::OK
+    );
+    s.settle("d1", "3DS signup", |r| r.plan_tier == "team").await;
+    let emails = |s: &WithStripe| {
+        let db = s.app.db.clone();
+        async move {
+            let rows: Vec<(String,)> = hydra_billing::with_db!(&db, |pool| {
+                sqlx::query_as("SELECT dedupe_key FROM email_outbox WHERE tenant_id = 'd1' AND dedupe_key LIKE 'action_required:%'").fetch_all(pool).await
+            })
+            .unwrap();
+            rows.len()
+        }
+    };
+    assert_eq!(emails(s).await, 0, "step \"3DS signup\": no action-required email");
+    // 3184 at renewal: action required, one email, then provisioned after authentication.
+    let sub = s.app.tenant("d1").await.stripe_subscription_id.unwrap();
+    s.post(
+        &format!("/v1/subscriptions/{sub}"),
+        &[("default_payment_method", "pm_card_authenticationRequiredChallenge")],
+    )
+    .await;
+    let end = s.app.tenant("d1").await.stripe_current_period_end.unwrap();
+    travel(s, &clock, end + 3600 + 60).await;
+    s.settle("d1", "3DS renewal", |r| r.stripe_subscription_status.as_deref() == Some("past_due")).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while emails(s).await < 1 {
+        assert!(std::time::Instant::now() < deadline, "step \"3DS renewal\": no action-required email");
+        s.app.drain().await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let invoices = s.get("/v1/invoices", &[("subscription", &sub), ("status", "open")]).await;
+    let pi =
+        invoices["data"][0]["payments"]["data"][0]["payment"]["payment_intent"].as_str().unwrap().to_owned();
+    s.post(&format!("/v1/test_helpers/payment_intents/{pi}/authenticate"), &[("outcome", "succeed")]).await;
+    s.settle("d1", "3DS authenticated", |r| r.stripe_subscription_status.as_deref() == Some("active")).await;
+    expect(s, "3DS authenticated", "d1", &[("plan_tier", json!("team")), ("grace_started_at", Value::Null)])
+        .await;
+    assert_eq!(emails(s).await, 1, "step \"3DS renewal\": exactly one email");
+}
+
+async fn cancellation_keeps_access_until_period_end(s: &WithStripe) {
+    let (_, clock) = s.tenant_with_customer("c1", "pm_card_visa").await;
+    assert_eq!(checkout(s, "c1", &s.prices.business_monthly, 2, "pm_card_visa").await, StatusCode::OK);
+    s.settle("c1", "business before cancel", |r| r.plan_tier == "business").await;
+    let sub = s.app.tenant("c1").await.stripe_subscription_id.unwrap();
+    s.post(&format!("/v1/subscriptions/{sub}"), &[("cancel_at_period_end", "true")]).await;
+    s.settle("c1", "cancellation scheduled", |r| r.cancel_at_period_end).await;
+    let end = s.app.tenant("c1").await.stripe_current_period_end.unwrap();
+    travel(s, &clock, end - 60).await;
+    assert_eq!(
+        access(s, "c1").await["plan_tier"],
+        "business",
+        "step \"cancellation\": access until period end"
+    );
+    travel(s, &clock, end + 60).await;
+    s.settle("c1", "subscription deleted", |r| r.stripe_subscription_status.as_deref() == Some("canceled"))
+        .await;
+    s.app.run_job("period-end").await;
+    expect(s, "after period end", "c1", &[("plan_tier", json!("free"))]).await;
+    assert_eq!(access(s, "c1").await["plan_tier"], "free");
+}
+
+/// Every scenario, each on its own tenant and test clock, against one service and simulator.
+async fn run_all(chaos: Option<u64>) {
+    let s = spawn_with_deliveries(chaos).await;
+    monthly_upgrade(&s).await;
+    annual_upgrade(&s).await;
+    payment_failure_at_checkout(&s).await;
+    seat_increase_with_proration(&s).await;
+    team_to_business(&s).await;
+    if chaos.is_some() {
+        // The chaos really happened: dropped first attempts and duplicate deliveries.
+        let attempts = s.sim.attempts().await;
+        assert!(attempts.iter().any(|a| a.status.is_none()), "chaos dropped no first attempt");
+        let mut seen = std::collections::HashSet::new();
+        let delivered: Vec<&str> =
+            attempts.iter().filter(|a| a.status == Some(200)).map(|a| a.event.as_str()).collect();
+        assert!(delivered.iter().any(|e| !seen.insert(*e)), "chaos duplicated no delivery");
+    }
+    // The scenarios below move our clock with their test clock: each runs on a fresh service.
+    for scenario in 0..3 {
+        let s = spawn_with_deliveries(chaos).await;
+        match scenario {
+            0 => failure_after_upgrade_then_grace_expiry(&s).await,
+            1 => three_d_secure(&s).await,
+            _ => cancellation_keeps_access_until_period_end(&s).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_go_live_scenarios_pass_on_the_simulator() {
+    run_all(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_go_live_scenarios_pass_under_chaos_seed_1() {
+    run_all(Some(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_go_live_scenarios_pass_under_chaos_seed_2() {
+    run_all(Some(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_go_live_scenarios_pass_under_chaos_seed_3() {
+    run_all(Some(3)).await;
+}
+
+/// Against real Stripe test mode (`STRIPE_TEST_SECRET_KEY=sk_test_… scripts/test scenarios`):
+/// not reachable from this workplace, so without a key it says so in one line and does nothing.
+#[tokio::test]
+async fn stripe_test_mode_scenarios() {
+    if std::env::var("STRIPE_TEST_SECRET_KEY").is_err() {
+        eprintln!(
+            "SKIPPED stripe_test_mode_scenarios: set STRIPE_TEST_SECRET_KEY to run the scenarios against Stripe test mode"
+        );
+        return;
+    }
+    panic!("the online scenario runner is not built yet (issue 7); unset STRIPE_TEST_SECRET_KEY");
+}
