@@ -61,6 +61,12 @@ enum Command {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// The go-live checklist: every check PASS or FAIL with a reason; exits non-zero on a FAIL.
+    Preflight {
+        /// The repository to scan for committed Stripe secrets (tree and history).
+        #[arg(long, default_value = ".")]
+        repo: std::path::PathBuf,
+    },
     /// Stripe tools.
     Stripe {
         #[command(subcommand)]
@@ -83,6 +89,10 @@ enum EventsAction {
 
 #[derive(Subcommand)]
 enum StripeAction {
+    /// Find or create the products, the 4 prices, the portal configuration and the webhook
+    /// endpoint (STRIPE_SECRET_KEY with write access, STRIPE_API_BASE, PUBLIC_URL); prints the
+    /// environment lines. Running it again creates nothing.
+    Setup,
     /// Run the offline Stripe simulator alone (test-mode keys only; see crates/stripe-sim/README.md).
     Sim {
         #[arg(long, default_value_t = 12111)]
@@ -135,6 +145,8 @@ pub async fn main() -> ExitCode {
         Command::Jobs { action: JobsAction::RunOnce { name } } => run_job(&name).await,
         Command::Events { action } => events_command(action).await,
         Command::Reconcile { tenant } => reconcile(tenant.as_deref()).await,
+        Command::Stripe { action: StripeAction::Setup } => stripe_setup().await,
+        Command::Preflight { repo } => return preflight(&repo).await,
         Command::Stripe { action: StripeAction::Sim { port, host, chaos_seed } } => {
             run_simulator(std::net::SocketAddr::new(host, port), chaos_seed).await
         }
@@ -298,6 +310,7 @@ async fn run_job(name: &str) -> anyhow::Result<()> {
         public_url: &public_url,
         grace_period_days,
         billing_frozen,
+        app: None,
     };
     let rows = jobs::run_once(&ctx, job).await?;
     println!("{}: {rows} rows changed", job.name());
@@ -347,6 +360,60 @@ async fn reconcile(tenant: Option<&str>) -> anyhow::Result<()> {
     let (checked, repaired) = crate::sync::reconcile(&state, tenant, &cli_actor()).await?;
     println!("reconciled {checked} tenants; repaired {repaired}");
     Ok(())
+}
+
+async fn stripe_setup() -> anyhow::Result<()> {
+    let vars = config::env_map();
+    let key =
+        vars.get("STRIPE_SECRET_KEY").filter(|k| !k.is_empty()).context("STRIPE_SECRET_KEY is required")?;
+    let base =
+        vars.get("STRIPE_API_BASE").cloned().unwrap_or_else(|| config::DEFAULT_STRIPE_API_BASE.to_owned());
+    let public_url = vars
+        .get("PUBLIC_URL")
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .context("PUBLIC_URL is required: the webhook endpoint is PUBLIC_URL/api/webhooks/stripe")?;
+    let stripe = crate::stripe::StripeClient::new(&base, Secret::new(key.clone()));
+    let report = crate::setup::run(&stripe, &public_url).await?;
+    for created in &report.created {
+        eprintln!("created {created}");
+    }
+    if report.created.is_empty() {
+        eprintln!("everything already existed; nothing created");
+    }
+    for line in &report.env {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+async fn preflight(repo: &std::path::Path) -> ExitCode {
+    let result = async {
+        let config = Config::from_vars(&config::env_map()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let db = Db::connect(&config.database_url).await?;
+        let state = AppState::new(config, db, Clock::System).await?;
+        Ok::<_, anyhow::Error>(crate::preflight::run(&state, repo).await)
+    }
+    .await;
+    let checks = match result {
+        Ok(c) => c,
+        Err(e) => {
+            println!("FAIL  configuration: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut failed = false;
+    for c in &checks {
+        let label = match c.verdict {
+            crate::preflight::Verdict::Pass => "PASS  ",
+            crate::preflight::Verdict::Fail => {
+                failed = true;
+                "FAIL  "
+            }
+            crate::preflight::Verdict::Manual => "MANUAL",
+        };
+        println!("{label} {}: {}", c.name, c.detail);
+    }
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
 async fn run_simulator(addr: std::net::SocketAddr, chaos_seed: Option<u64>) -> anyhow::Result<()> {

@@ -24,11 +24,19 @@ pub enum Job {
     PeriodEnd,
     /// past_due beyond the grace period: plan_tier free.
     GraceExpiry,
+    /// Compares every tenant with a customer against Stripe and repairs drift.
+    Reconcile,
 }
 
 impl Job {
-    pub const ALL: [Job; 5] =
-        [Job::FreeTierReset, Job::ReservationExpiry, Job::Outbox, Job::PeriodEnd, Job::GraceExpiry];
+    pub const ALL: [Job; 6] = [
+        Job::FreeTierReset,
+        Job::ReservationExpiry,
+        Job::Outbox,
+        Job::PeriodEnd,
+        Job::GraceExpiry,
+        Job::Reconcile,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -37,6 +45,7 @@ impl Job {
             Job::Outbox => "outbox",
             Job::PeriodEnd => "period-end",
             Job::GraceExpiry => "grace-expiry",
+            Job::Reconcile => "reconcile",
         }
     }
 
@@ -50,6 +59,7 @@ impl Job {
             Job::ReservationExpiry => Duration::from_secs(60),
             Job::Outbox => Duration::from_secs(10),
             Job::PeriodEnd | Job::GraceExpiry => Duration::from_secs(300),
+            Job::Reconcile => Duration::from_secs(3600),
         }
     }
 }
@@ -63,6 +73,8 @@ pub struct JobContext<'a> {
     pub grace_period_days: i64,
     /// `BILLING_ENABLED=false`: jobs that revoke access pause.
     pub billing_frozen: bool,
+    /// The whole service, for jobs that call Stripe (reconcile); `None` where not configured.
+    pub app: Option<&'a AppState>,
 }
 
 /// Runs one job now and records its outcome in `job_runs`. Returns the rows it changed.
@@ -72,7 +84,16 @@ pub async fn run_once(ctx: &JobContext<'_>, job: Job) -> anyhow::Result<u64> {
         Job::FreeTierReset => usage::reset_free_tier_windows(db, now).await.map_err(anyhow::Error::from),
         Job::ReservationExpiry => usage::expire_reservations(db, now).await.map_err(anyhow::Error::from),
         Job::Outbox => email::send_pending(db, ctx.smtp_url, &email::sender(ctx.public_url), now).await,
-        Job::PeriodEnd | Job::GraceExpiry if ctx.billing_frozen => Ok(0),
+        Job::PeriodEnd | Job::GraceExpiry | Job::Reconcile if ctx.billing_frozen => Ok(0),
+        // Bounded by the process-wide Stripe budget, so it stays far below Stripe's limits.
+        Job::Reconcile => match ctx.app {
+            Some(app) => {
+                crate::sync::reconcile(app, None, "job:reconcile").await.map(|(_, repaired)| repaired as u64)
+            }
+            None => {
+                Err(anyhow::anyhow!("reconcile needs the full configuration (use `hydra-billing reconcile`)"))
+            }
+        },
         Job::PeriodEnd | Job::GraceExpiry => {
             crate::sync::expire_paid_access(db, job.name(), now, ctx.grace_period_days).await
         }
@@ -121,6 +142,7 @@ pub fn spawn_scheduler(state: AppState) -> tokio::task::JoinHandle<()> {
                             public_url: &state.config.public_url,
                             grace_period_days: state.config.grace_period_days,
                             billing_frozen: state.billing_disabled_since.is_some(),
+                            app: Some(&state),
                         };
                         match run_once(&ctx, job).await {
                             Ok(rows) => tracing::info!(job = job.name(), rows, "job ran"),

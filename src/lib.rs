@@ -29,10 +29,14 @@ pub mod events;
 pub mod gate;
 /// Background jobs.
 pub mod jobs;
+/// The go-live checklist.
+pub mod preflight;
 /// Binding quotes for seat changes and upgrades.
 pub mod quotes;
 /// Per-tenant rate limits.
 pub mod ratelimit;
+/// `stripe setup`: the Stripe objects billing needs, as code.
+pub mod setup;
 /// The Stripe API client and lenient object readers.
 pub mod stripe;
 /// Fetch-and-sync: Stripe's live state applied to tenants.

@@ -111,6 +111,18 @@ pub async fn get(db: &Db, id: &str) -> Result<Option<TenantRow>, sqlx::Error> {
     })
 }
 
+/// Tenants on a manual plan, as `id (tier)`: preflight lists them for the go-live review.
+pub async fn manual_plans(db: &Db) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String, String)> = with_db!(db, |pool| {
+        sqlx::query_as(
+            "SELECT id, manual_plan_tier FROM tenants WHERE manual_plan_tier IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(pool)
+        .await
+    })?;
+    Ok(rows.into_iter().map(|(id, tier)| format!("{id} ({tier})")).collect())
+}
+
 /// Creates the tenant (free) if Hydra has not announced it yet; an existing one is untouched.
 pub async fn ensure(db: &Db, id: &str, now: Timestamp) -> Result<(), sqlx::Error> {
     with_db!(db, |pool| {

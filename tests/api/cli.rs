@@ -113,29 +113,56 @@ fn serve_logs_json_lines_with_request_ids_and_no_secrets() {
             v["fields"]["port"].as_u64()
         })
         .expect("serve announces its port");
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port as u16)).unwrap();
-    write!(
-        stream,
+    let send = |request: String| {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port as u16)).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    let response = send(format!(
         "GET /api/tenants/t1/access?feature=jira HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\nconnection: close\r\n\r\n",
         crate::helpers::SERVICE_TOKEN
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    ));
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    let request_line = lines
+    // A webhook with a wrong signature: refused and logged, with neither secret in sight.
+    let body = r#"{"id":"evt_1","type":"invoice.paid"}"#;
+    let response = send(format!(
+        "POST /api/webhooks/stripe HTTP/1.1\r\nhost: x\r\nstripe-signature: t=1,v1=00\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    let logged: Vec<String> = lines
         .map_while(Result::ok)
-        .find(|l| l.contains("finished processing request"))
-        .expect("the request is logged");
+        .take(200)
+        .scan(0, |done, l| {
+            if *done >= 2 {
+                return None;
+            }
+            if l.contains("finished processing request") {
+                *done += 1;
+            }
+            Some(l)
+        })
+        .collect();
     let _ = child.kill();
     let _ = child.wait();
     let mut stderr = String::new();
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    let log: serde_json::Value = serde_json::from_str(&request_line).expect("log lines are JSON");
+    let request_line =
+        logged.iter().find(|l| l.contains("finished processing request")).expect("the request is logged");
+    let log: serde_json::Value = serde_json::from_str(request_line).expect("log lines are JSON");
     assert_eq!(log["span"]["path"], "/api/tenants/t1/access");
     assert_eq!(log["span"]["request_id"].as_str().unwrap().len(), 36, "{request_line}");
-    for secret in [crate::helpers::SERVICE_TOKEN, crate::helpers::AUTH_SECRET, "sk_test_fake_harness"] {
-        assert!(!request_line.contains(secret) && !stderr.contains(secret), "{secret} leaked");
+    assert!(logged.iter().any(|l| l.contains("webhook refused")), "{logged:?}");
+    let all = logged.join("\n") + &stderr;
+    for secret in [
+        crate::helpers::SERVICE_TOKEN,
+        crate::helpers::AUTH_SECRET,
+        "sk_test_fake_harness",
+        crate::helpers::WEBHOOK_SECRET,
+    ] {
+        assert!(!all.contains(secret), "{secret} leaked into the output");
     }
 }
 

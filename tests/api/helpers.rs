@@ -229,6 +229,7 @@ impl TestApp {
             public_url: &self.state.config.public_url,
             grace_period_days: self.state.config.grace_period_days,
             billing_frozen: self.state.billing_disabled_since.is_some(),
+            app: Some(&self.state),
         };
         hydra_billing::jobs::run_once(&ctx, job).await.unwrap()
     }

@@ -9,6 +9,7 @@ mod billing;
 mod cli;
 mod errors;
 mod free_tier;
+mod golive;
 mod helpers;
 mod migrations;
 mod ops;
