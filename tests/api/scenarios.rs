@@ -277,13 +277,10 @@ async fn run_all(chaos: Option<u64>) {
     seat_increase_with_proration(&s).await;
     team_to_business(&s).await;
     if chaos.is_some() {
-        // The chaos really happened: dropped first attempts and duplicate deliveries.
-        let attempts = s.sim.attempts().await;
-        assert!(attempts.iter().any(|a| a.status.is_none()), "chaos dropped no first attempt");
-        let mut seen = std::collections::HashSet::new();
-        let delivered: Vec<&str> =
-            attempts.iter().filter(|a| a.status == Some(200)).map(|a| a.event.as_str()).collect();
-        assert!(delivered.iter().any(|e| !seen.insert(*e)), "chaos duplicated no delivery");
+        // The chaos really happened: deliveries duplicated and first attempts dropped.
+        let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(count(&s.sim.shared.chaos_duplicates) > 0, "chaos duplicated no delivery");
+        assert!(count(&s.sim.shared.chaos_dropped) > 0, "chaos dropped no first attempt");
     }
     // The scenarios below move our clock with their test clock: each runs on a fresh service.
     for scenario in 0..3 {
@@ -316,8 +313,9 @@ async fn the_go_live_scenarios_pass_under_chaos_seed_3() {
     run_all(Some(3)).await;
 }
 
-/// Against real Stripe test mode (`STRIPE_TEST_SECRET_KEY=sk_test_… scripts/test scenarios`):
-/// not reachable from this workplace, so without a key it says so in one line and does nothing.
+/// Against real Stripe test mode (`STRIPE_TEST_SECRET_KEY=sk_test_… scripts/test scenarios`).
+/// Without a key it says so in one line. The online runner is not built yet: with a key this
+/// fails on purpose, so it can never pass without having run the scenarios.
 #[tokio::test]
 async fn stripe_test_mode_scenarios() {
     if std::env::var("STRIPE_TEST_SECRET_KEY").is_err() {

@@ -57,6 +57,9 @@ pub struct Shared {
     pub settings: SimSettings,
     /// Every delivery attempt, oldest first.
     pub attempts: Mutex<Vec<Attempt>>,
+    /// What chaos mode did so far: deliveries sent twice, first attempts dropped.
+    pub chaos_duplicates: std::sync::atomic::AtomicU64,
+    pub chaos_dropped: std::sync::atomic::AtomicU64,
     pub wake: Notify,
     pub base_url: String,
 }
@@ -80,6 +83,8 @@ impl Simulator {
             world: Mutex::new(World::new()),
             settings,
             attempts: Mutex::new(Vec::new()),
+            chaos_duplicates: Default::default(),
+            chaos_dropped: Default::default(),
             wake: Notify::new(),
             base_url: base_url.clone(),
         });

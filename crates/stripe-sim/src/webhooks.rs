@@ -110,7 +110,10 @@ fn schedule(world: &World, shared: &Shared, rng: &mut Rng, queue: &mut Vec<Deliv
             continue;
         }
         let copies = match &shared.settings.chaos {
-            Some(chaos) if rng.chance(chaos.duplicate) => 2,
+            Some(chaos) if rng.chance(chaos.duplicate) => {
+                shared.chaos_duplicates.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                2
+            }
             _ => 1,
         };
         for _ in 0..copies {
@@ -152,6 +155,9 @@ async fn send(
     };
     let dropped =
         delivery.attempt == 0 && shared.settings.chaos.as_ref().is_some_and(|c| rng.chance(c.fail_first));
+    if dropped {
+        shared.chaos_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let status = if dropped {
         None
     } else {
