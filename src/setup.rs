@@ -70,9 +70,24 @@ async fn find_or_create_product(
 /// Finds or creates everything; prints nothing (the CLI does).
 pub async fn run(stripe: &StripeClient, public_url: &str) -> anyhow::Result<SetupReport> {
     let mut report = SetupReport::default();
+    let price_ids = catalogue(stripe, &mut report).await?;
+    let portal = ensure_portal(stripe, &price_ids, public_url, &mut report).await?;
+    report.env.push(format!("STRIPE_PORTAL_CONFIG_ID={portal}"));
+    if let Some(secret) = ensure_webhook(stripe, public_url, &mut report).await? {
+        report.env.push(format!("STRIPE_WEBHOOK_SECRET={secret}"));
+    }
+    Ok(report)
+}
+
+/// The two products and four prices only (what a test run against Stripe test mode needs),
+/// adding their env lines to `report`. Returns (product, price id) pairs.
+pub async fn catalogue(
+    stripe: &StripeClient,
+    report: &mut SetupReport,
+) -> anyhow::Result<Vec<(String, String)>> {
     let mut price_ids: Vec<(String, String)> = Vec::new();
     for (product, name, prices) in CATALOGUE {
-        find_or_create_product(stripe, product, name, &mut report).await?;
+        find_or_create_product(stripe, product, name, report).await?;
         for (lookup_key, env, amount, interval) in prices {
             let found = stripe
                 .get("/v1/prices", &params(&[("lookup_keys[]", lookup_key), ("active", "true")]))
@@ -108,12 +123,7 @@ pub async fn run(stripe: &StripeClient, public_url: &str) -> anyhow::Result<Setu
             price_ids.push((product.to_owned(), id));
         }
     }
-    let portal = ensure_portal(stripe, &price_ids, public_url, &mut report).await?;
-    report.env.push(format!("STRIPE_PORTAL_CONFIG_ID={portal}"));
-    if let Some(secret) = ensure_webhook(stripe, public_url, &mut report).await? {
-        report.env.push(format!("STRIPE_WEBHOOK_SECRET={secret}"));
-    }
-    Ok(report)
+    Ok(price_ids)
 }
 
 /// The portal: seats 1..=500, switching among the four prices (always_invoice; shortening the

@@ -149,6 +149,19 @@ pub async fn sync_tenant(
     let failed_payment = trigger
         .as_ref()
         .filter(|t| matches!(t.kind, "invoice.payment_failed" | "invoice.payment_action_required"));
+    // past_due with no grace start known (its failed-payment event never arrived: lost, or no
+    // webhooks at all): the grace clock starts at the latest invoice's first payment attempt,
+    // which is when that event would have fired.
+    let recovered_grace = match (&chosen, failed_payment, tenant.grace_started_at) {
+        (Some(sub), None, None) if sub.status == "past_due" => match &sub.latest_invoice {
+            Some(invoice) => {
+                let inv = state.stripe.get(&format!("/v1/invoices/{invoice}"), &[]).await?;
+                inv["status_transitions"]["finalized_at"].as_i64().or_else(|| inv["created"].as_i64())
+            }
+            None => None,
+        },
+        _ => None,
+    };
 
     let outcome = with_db!(&state.db, |pool| {
         let mut tx = pool.begin().await?;
@@ -163,7 +176,7 @@ pub async fn sync_tenant(
         let grace = match (past_due, failed_payment) {
             (false, _) => None,
             (true, Some(t)) => Some(before.grace_started_at.map_or(t.created, |g| g.min(t.created))),
-            (true, None) => before.grace_started_at,
+            (true, None) => before.grace_started_at.or(recovered_grace),
         };
         // The stored tier is what the subscription alone grants now (the jobs tidy it the same
         // way as time passes), so a sync never undoes a job's work.

@@ -64,7 +64,7 @@ async fn a_free_tenant_upgrades_through_checkout_and_is_provisioned_by_webhooks(
     assert_eq!(r.status(), StatusCode::OK);
     let body = json(r).await;
     let session_id = body["session_id"].as_str().unwrap().to_owned();
-    assert!(body["url"].as_str().unwrap().starts_with(&s.sim.base_url), "the URL comes from Stripe");
+    assert!(body["url"].as_str().unwrap().starts_with(&s.sim().base_url), "the URL comes from Stripe");
     let session = s.get(&format!("/v1/checkout/sessions/{session_id}"), &[]).await;
     assert_eq!(session["client_reference_id"], "t1");
     assert_eq!(
@@ -375,7 +375,7 @@ async fn a_cancellation_keeps_access_until_the_period_end_then_the_period_end_jo
     );
     // Deleted on Stripe now; still paid until the period end here.
     let r = reqwest::Client::new()
-        .delete(format!("{}/v1/subscriptions/{sub}", s.sim.base_url))
+        .delete(format!("{}/v1/subscriptions/{sub}", s.sim().base_url))
         .bearer_auth("sk_test_fake_harness")
         .send()
         .await

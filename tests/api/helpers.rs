@@ -278,11 +278,18 @@ pub async fn json(response: Response) -> Value {
 
 pub const WEBHOOK_SECRET: &str = "whsec_fake_harness";
 
-/// The app wired to a fresh in-process Stripe simulator with the four prices created on it.
+/// The app wired to a Stripe: a fresh in-process simulator with the four prices created on it, or
+/// (online) Stripe test mode itself.
 pub struct WithStripe {
     pub app: TestApp,
-    pub sim: stripe_sim::Simulator,
+    /// `None` against real Stripe.
+    pub simulator: Option<stripe_sim::Simulator>,
+    pub api_base: String,
+    pub api_key: String,
     pub prices: Prices,
+    /// No webhooks reach the service (Stripe test mode without `stripe listen`): `settle`
+    /// reconciles the tenant instead, which is the same code.
+    pub observe_by_reconcile: bool,
 }
 
 pub struct Prices {
@@ -298,9 +305,19 @@ pub async fn sim_call(
     path: &str,
     params: &[(&str, &str)],
 ) -> Value {
+    api_call(&sim.base_url, "sk_test_fake_harness", method, path, params).await
+}
+
+/// One call to a Stripe API (the simulator's or Stripe's), asserting success.
+pub async fn api_call(
+    base: &str,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    params: &[(&str, &str)],
+) -> Value {
     let client = reqwest::Client::new();
-    let req =
-        client.request(method.clone(), format!("{}{path}", sim.base_url)).bearer_auth("sk_test_fake_harness");
+    let req = client.request(method.clone(), format!("{base}{path}")).bearer_auth(key);
     let req = if method == reqwest::Method::GET { req.query(params) } else { req.form(params) };
     let response = req.send().await.unwrap();
     let status = response.status();
@@ -333,7 +350,7 @@ pub async fn spawn_with_deliveries(chaos: Option<u64>) -> WithStripe {
         Some(listener),
     )
     .await;
-    WithStripe { app, sim, prices }
+    WithStripe::on_simulator(app, sim, prices)
 }
 
 async fn create_prices(sim: &stripe_sim::Simulator) -> Prices {
@@ -398,16 +415,73 @@ pub async fn spawn_with_stripe_and(
         tweak(e);
     })
     .await;
-    WithStripe { app, sim, prices }
+    WithStripe::on_simulator(app, sim, prices)
+}
+
+/// The app against Stripe test mode with `key`: the catalogue made (or found) by `stripe setup`.
+/// Webhooks are not forwarded here; state is observed through reconciliation (the same code).
+pub async fn spawn_online(key: &str) -> WithStripe {
+    let base = hydra_billing::config::DEFAULT_STRIPE_API_BASE.to_owned();
+    let stripe = hydra_billing::stripe::StripeClient::new(&base, hydra_billing::config::Secret::new(key));
+    // Products and prices only: no webhook endpoint or portal configuration on a real account.
+    let mut report = hydra_billing::setup::SetupReport::default();
+    hydra_billing::setup::catalogue(&stripe, &mut report).await.expect("the catalogue in test mode");
+    let env: HashMap<String, String> = report
+        .env
+        .iter()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let price = |k: &str| env.get(k).cloned().unwrap_or_default();
+    let prices = Prices {
+        team_monthly: price("STRIPE_TEAM_MONTHLY_PRICE_ID"),
+        team_annual: price("STRIPE_TEAM_ANNUAL_PRICE_ID"),
+        business_monthly: price("STRIPE_BUSINESS_MONTHLY_PRICE_ID"),
+        business_annual: price("STRIPE_BUSINESS_ANNUAL_PRICE_ID"),
+    };
+    let (key_owned, base_owned) = (key.to_owned(), base.clone());
+    let app = spawn_app_with(move |e| {
+        e.extend(env);
+        e.insert("STRIPE_API_BASE".into(), base_owned);
+        e.insert("STRIPE_SECRET_KEY".into(), key_owned);
+        // Stripe test mode allows 25 calls a second.
+        e.insert("STRIPE_CALLS_PER_SECOND".into(), "20".into());
+    })
+    .await;
+    WithStripe {
+        app,
+        simulator: None,
+        api_base: base,
+        api_key: key.to_owned(),
+        prices,
+        observe_by_reconcile: true,
+    }
 }
 
 impl WithStripe {
+    fn on_simulator(app: TestApp, sim: stripe_sim::Simulator, prices: Prices) -> WithStripe {
+        let api_base = sim.base_url.clone();
+        WithStripe {
+            app,
+            simulator: Some(sim),
+            api_base,
+            api_key: "sk_test_fake_harness".into(),
+            prices,
+            observe_by_reconcile: false,
+        }
+    }
+
+    /// The simulator, for the tests that use its test helpers or inspect its deliveries.
+    pub fn sim(&self) -> &stripe_sim::Simulator {
+        self.simulator.as_ref().expect("this test runs on the simulator")
+    }
+
     pub async fn post(&self, path: &str, params: &[(&str, &str)]) -> Value {
-        sim_call(&self.sim, reqwest::Method::POST, path, params).await
+        api_call(&self.api_base, &self.api_key, reqwest::Method::POST, path, params).await
     }
 
     pub async fn get(&self, path: &str, params: &[(&str, &str)]) -> Value {
-        sim_call(&self.sim, reqwest::Method::GET, path, params).await
+        api_call(&self.api_base, &self.api_key, reqwest::Method::GET, path, params).await
     }
 
     /// A tenant with a billing email and a Stripe customer on a fresh test clock at the app's
@@ -464,6 +538,9 @@ impl WithStripe {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             self.app.drain().await;
+            if self.observe_by_reconcile {
+                let _ = hydra_billing::sync::reconcile(&self.app.state, Some(tenant), "scenario").await;
+            }
             if hydra_billing::tenants::get(&self.app.db, tenant).await.unwrap().is_some_and(|r| done(&r)) {
                 return;
             }

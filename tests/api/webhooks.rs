@@ -518,7 +518,7 @@ async fn billing_disabled_stores_events_and_processes_them_when_enabled_again() 
     let (customer, _) = s.tenant_with_customer("t1", "pm_card_visa").await;
     s.subscribe(&customer, &s.prices.team_monthly, "1").await;
     let events = s.events_of(&customer).await;
-    let sim_base = s.sim.base_url.clone();
+    let sim_base = s.sim().base_url.clone();
     let prices = [
         s.prices.team_monthly.clone(),
         s.prices.team_annual.clone(),
