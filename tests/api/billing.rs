@@ -8,21 +8,6 @@ use serde_json::{Value, json};
 use crate::helpers::{DAY, START, WithStripe, error_of, json, spawn_with_stripe};
 
 impl WithStripe {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        tenant: &str,
-        body: Option<Value>,
-    ) -> reqwest::Response {
-        let mut req =
-            self.app.client.request(method, self.app.url(path)).bearer_auth(self.app.tenant_token(tenant));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        req.send().await.unwrap()
-    }
-
     async fn checkout(&self, tenant: &str, price: &str, quantity: i64) -> reqwest::Response {
         self.call(
             reqwest::Method::POST,

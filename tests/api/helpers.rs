@@ -519,6 +519,22 @@ impl WithStripe {
         (customer, clock)
     }
 
+    /// A call to our service as a billing admin of `tenant`, with an optional JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        tenant: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut req =
+            self.app.client.request(method, self.app.url(path)).bearer_auth(self.app.tenant_token(tenant));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.unwrap()
+    }
+
     /// A subscription created through the API, paid with the customer's default card.
     pub async fn subscribe(&self, customer: &str, price: &str, quantity: &str) -> Value {
         self.post(

@@ -198,17 +198,9 @@ async fn seat_increase_with_proration(s: &WithStripe) {
     assert_eq!(checkout(s, "s1", &s.prices.team_monthly, 3, "pm_card_visa").await, StatusCode::OK);
     s.settle("s1", "seat scenario upgrade", |r| r.plan_tier == "team").await;
     travel(s, &clock, START + 12 * DAY).await;
-    let call = |body: Value| {
-        s.app
-            .client
-            .post(s.app.url("/api/billing/seats"))
-            .bearer_auth(s.app.tenant_token("s1"))
-            .json(&body)
-            .send()
-    };
-    let preview = body_json(call(json!({"quantity": 5})).await.unwrap()).await;
-    let done =
-        body_json(call(json!({"quote_id": preview["quote_id"], "confirm": true})).await.unwrap()).await;
+    let call = |body: Value| s.call(reqwest::Method::POST, "/api/billing/seats", "s1", Some(body));
+    let preview = body_json(call(json!({"quantity": 5})).await).await;
+    let done = body_json(call(json!({"quote_id": preview["quote_id"], "confirm": true})).await).await;
     s.settle("s1", "seat increase with proration", |r| r.stripe_seat_count == Some(5)).await;
     let invoice = s.get(&format!("/v1/invoices/{}", done["latest_invoice"].as_str().unwrap()), &[]).await;
     assert_eq!(
@@ -228,17 +220,10 @@ async fn team_to_business(s: &WithStripe) {
     s.tenant_with_customer("b1", "pm_card_visa").await;
     assert_eq!(checkout(s, "b1", &s.prices.team_monthly, 4, "pm_card_visa").await, StatusCode::OK);
     s.settle("b1", "team before business", |r| r.plan_tier == "team").await;
-    let call = |body: Value| {
-        s.app
-            .client
-            .post(s.app.url("/api/billing/upgrade"))
-            .bearer_auth(s.app.tenant_token("b1"))
-            .json(&body)
-            .send()
-    };
-    let preview = body_json(call(json!({"tier": "business"})).await.unwrap()).await;
+    let call = |body: Value| s.call(reqwest::Method::POST, "/api/billing/upgrade", "b1", Some(body));
+    let preview = body_json(call(json!({"tier": "business"})).await).await;
     assert_eq!(
-        call(json!({"quote_id": preview["quote_id"], "confirm": true})).await.unwrap().status(),
+        call(json!({"quote_id": preview["quote_id"], "confirm": true})).await.status(),
         StatusCode::OK
     );
     s.settle("b1", "Team to Business", |r| r.plan_tier == "business").await;

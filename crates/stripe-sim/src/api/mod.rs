@@ -269,11 +269,7 @@ fn update_customer(world: &mut World, req: &Req, id: &str) -> Result<Value> {
     }
     after["metadata"] = merge_metadata(&before["metadata"], &req.params)?;
     if let Some(pm) = req.params["invoice_settings"].str_param("default_payment_method") {
-        let pm = if world.get(pm).is_some() {
-            pm.to_owned()
-        } else {
-            attach_payment_method(world, pm, id)?["id"].as_str().unwrap_or_default().to_owned()
-        };
+        let pm = resolve_payment_method(world, pm, id)?;
         after["invoice_settings"]["default_payment_method"] = json!(pm);
     }
     let previous = billing::previous_attributes(&before, &after);
@@ -449,6 +445,23 @@ pub fn attach_payment_method(world: &mut World, pm: &str, customer: &str) -> Res
     Ok(method)
 }
 
+/// A payment method the customer can be charged with: an existing one by id, or a test token
+/// (`pm_card_…`) attached to the customer first, as Stripe does in test mode.
+fn resolve_payment_method(world: &mut World, pm: &str, customer: &str) -> Result<String> {
+    if world.get(pm).is_some() {
+        return Ok(pm.to_owned());
+    }
+    Ok(attach_payment_method(world, pm, customer)?["id"].as_str().unwrap_or_default().to_owned())
+}
+
+/// A new subscription's metadata and billing mode, from its create parameters (or Checkout's
+/// `subscription_data`). Stripe's default mode is flexible since 2025-09-30.
+fn new_subscription_fields(params: &Value) -> Result<(Value, String)> {
+    let metadata = merge_metadata(&json!({}), params)?;
+    let billing_mode = params["billing_mode"].str_param("type").unwrap_or("flexible").to_owned();
+    Ok((metadata, billing_mode))
+}
+
 fn configured_price(world: &World, id: &str, param: &str) -> Result<Value> {
     match world.get(id) {
         Some(p) if p["object"] == "price" => {
@@ -604,9 +617,7 @@ pub fn complete_checkout(
         c["invoice_settings"]["default_payment_method"] = pm["id"].clone();
     }
     let price = configured_price(world, items["price"].as_str().unwrap_or_default(), "price")?;
-    let sub_data = &items["subscription_data"];
-    let metadata = merge_metadata(&json!({}), sub_data)?;
-    let billing_mode = sub_data["billing_mode"].str_param("type").unwrap_or("flexible").to_owned();
+    let (metadata, billing_mode) = new_subscription_fields(&items["subscription_data"])?;
     let sub = billing::create_subscription(
         world,
         &shared.settings.billing,
@@ -659,14 +670,10 @@ fn create_subscription(world: &mut World, shared: &Shared, req: &Req) -> Result<
         return Err(StripeError::invalid("items[0][quantity]", "must be at least 1"));
     }
     let default_pm = match req.params.str_param("default_payment_method") {
-        Some(pm) if world.get(pm).is_some() => Some(pm.to_owned()),
-        Some(pm) => {
-            Some(attach_payment_method(world, pm, &customer)?["id"].as_str().unwrap_or_default().to_owned())
-        }
+        Some(pm) => Some(resolve_payment_method(world, pm, &customer)?),
         None => None,
     };
-    let metadata = merge_metadata(&json!({}), &req.params)?;
-    let billing_mode = req.params["billing_mode"].str_param("type").unwrap_or("flexible").to_owned();
+    let (metadata, billing_mode) = new_subscription_fields(&req.params)?;
     let payment_behavior = req.params.str_param("payment_behavior").unwrap_or("allow_incomplete");
     let sub = billing::create_subscription(
         world,
@@ -751,10 +758,7 @@ fn update_subscription(world: &mut World, shared: &Shared, req: &Req, id: &str) 
     let cancel_at_period_end = req.params.bool_param("cancel_at_period_end")?;
     // A test token (`pm_card_…`) is attached to the customer first, as Stripe does in test mode.
     let default_pm = match req.params.str_param("default_payment_method") {
-        Some(pm) if world.get(pm).is_some() => Some(pm.to_owned()),
-        Some(pm) => {
-            Some(attach_payment_method(world, pm, &customer)?["id"].as_str().unwrap_or_default().to_owned())
-        }
+        Some(pm) => Some(resolve_payment_method(world, pm, &customer)?),
         None => None,
     };
 
@@ -963,11 +967,7 @@ fn pay_invoice(world: &mut World, shared: &Shared, req: &Req, id: &str) -> Resul
     }
     let customer = invoice["customer"].as_str().unwrap_or_default().to_owned();
     if let Some(pm) = req.params.str_param("payment_method") {
-        let attached = if world.get(pm).is_some() {
-            pm.to_owned()
-        } else {
-            attach_payment_method(world, pm, &customer)?["id"].as_str().unwrap_or_default().to_owned()
-        };
+        let attached = resolve_payment_method(world, pm, &customer)?;
         let sub_id =
             invoice["parent"]["subscription_details"]["subscription"].as_str().unwrap_or_default().to_owned();
         if let Some(s) = world.get_mut(&sub_id) {
