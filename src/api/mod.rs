@@ -1,6 +1,7 @@
 //! Owns the HTTP surface: the route table of design.md's "HTTP API", one module per caller kind.
 
 mod admin;
+mod assets;
 mod billing;
 mod ops;
 mod service;
@@ -32,6 +33,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/admin/events", get(admin::list_events))
         .route("/api/admin/events/{id}/replay", post(admin::replay_event))
         .route("/api/webhooks/stripe", post(crate::webhooks::receive))
+        .route("/billing/upgrade-prompt.js", get(assets::upgrade_prompt_js))
+        .route("/billing/upgrade-prompt", get(assets::upgrade_prompt_demo))
 }
 
 pub async fn not_found() -> ApiError {

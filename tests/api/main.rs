@@ -13,6 +13,7 @@ mod golive;
 mod helpers;
 mod migrations;
 mod ops;
+mod pages;
 mod rollback;
 mod scenarios;
 mod tenants;
