@@ -1,5 +1,6 @@
-//! Owns the static parts of the billing UI served by the service itself: the upgrade-prompt
-//! custom element (one script Hydra's pages include) and the page showing its every variant.
+//! Owns the browser-facing parts of the billing UI served so far: the upgrade-prompt custom
+//! element (one script Hydra's pages include), the page showing its every variant, and
+//! `POST /billing/session`, which keeps a tenant token in the session cookie.
 
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::IntoResponse;
@@ -33,4 +34,72 @@ pub fn page_headers() -> [(HeaderName, HeaderValue); 2] {
         (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("frame-ancestors 'none'")),
         (header::REFERRER_POLICY, HeaderValue::from_static("same-origin")),
     ]
+}
+
+#[derive(serde::Deserialize)]
+pub struct SessionForm {
+    token: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// Only a path on this site: `/x`, never `//host` or `/\host` (which browsers read as another
+/// site), so the redirect can never lead elsewhere.
+fn relative_path(next: Option<&str>) -> &str {
+    match next {
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && !p.starts_with("/\\")
+                && !p.contains(['\r', '\n']) =>
+        {
+            p
+        }
+        _ => "/billing",
+    }
+}
+
+/// `POST /billing/session` (form: `token`, optional `next`): checks the tenant token and keeps it
+/// in the `hydra_session` cookie, then answers 303 to a relative path. The token is its own
+/// authentication, so no origin check applies here.
+pub async fn start_session(
+    axum::extract::State(state): axum::extract::State<crate::app::AppState>,
+    form: Result<axum::Form<SessionForm>, axum::extract::rejection::FormRejection>,
+) -> Result<axum::response::Response, crate::error::ApiError> {
+    let axum::Form(form) =
+        form.map_err(|_| crate::error::ApiError::invalid("the form needs a token field"))?;
+    let claims = crate::auth::verify(&state.config.auth_secret, form.token.trim(), state.clock.now())
+        .ok_or(crate::error::ApiError::Unauthorized)?;
+    let secure = if state.config.public_url.starts_with("https://") { "; Secure" } else { "" };
+    let max_age = (claims.exp - state.clock.now()).max(0);
+    let cookie = format!(
+        "{}={}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age}{secure}",
+        crate::auth::SESSION_COOKIE,
+        form.token.trim()
+    );
+    let cookie = HeaderValue::from_str(&cookie).map_err(|_| crate::error::ApiError::Unauthorized)?;
+    let location = HeaderValue::from_str(relative_path(form.next.as_deref()))
+        .unwrap_or_else(|_| HeaderValue::from_static("/billing"));
+    Ok((
+        axum::http::StatusCode::SEE_OTHER,
+        [(header::SET_COOKIE, cookie), (header::LOCATION, location)],
+        page_headers(),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_paths_on_this_site_are_followed() {
+        assert_eq!(relative_path(Some("/billing/upgrade?x=1")), "/billing/upgrade?x=1");
+        for elsewhere in
+            ["https://evil.example", "//evil.example", "/\\evil.example", "billing", "/a\r\nSet-Cookie: x"]
+        {
+            assert_eq!(relative_path(Some(elsewhere)), "/billing", "{elsewhere:?}");
+        }
+        assert_eq!(relative_path(None), "/billing");
+    }
 }

@@ -35,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/webhooks/stripe", post(crate::webhooks::receive))
         .route("/billing/upgrade-prompt.js", get(assets::upgrade_prompt_js))
         .route("/billing/upgrade-prompt", get(assets::upgrade_prompt_demo))
+        .route("/billing/session", post(assets::start_session))
 }
 
 pub async fn not_found() -> ApiError {

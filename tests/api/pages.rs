@@ -39,3 +39,46 @@ async fn a_page_shows_every_prompt_variant_with_the_page_security_headers() {
         assert!(html.contains(&format!(r#"<hydra-upgrade-prompt reason="{reason}""#)), "variant {reason}");
     }
 }
+
+#[tokio::test]
+async fn a_session_post_sets_the_cookie_and_redirects_only_on_this_site() {
+    let app = spawn_app().await;
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let token = app.tenant_token("t1");
+    let r = no_redirect
+        .post(app.url("/billing/session"))
+        .form(&[("token", token.as_str()), ("next", "/billing/upgrade")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/billing/upgrade");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with(&format!("hydra_session={token};")), "{cookie}");
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(attribute), "{attribute} in {cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "PUBLIC_URL is http in tests");
+    // The cookie then authenticates tenant calls.
+    let status = app
+        .client
+        .get(app.url("/api/billing/status"))
+        .header("cookie", format!("hydra_session={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), StatusCode::OK);
+    // Elsewhere is never followed; a bad token sets nothing.
+    let r = no_redirect
+        .post(app.url("/billing/session"))
+        .form(&[("token", token.as_str()), ("next", "//evil.example/x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["location"], "/billing");
+    let r = no_redirect.post(app.url("/billing/session")).form(&[("token", "forged")]).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.headers().get("set-cookie").is_none());
+    let r = no_redirect.post(app.url("/billing/session")).form(&[("nothing", "here")]).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
