@@ -81,6 +81,11 @@ impl AppState {
         self.worker_wake.notify_one();
     }
 
+    /// The access rules applied now (or as of the freeze) with the configured grace period.
+    pub fn effective(&self, billing: &crate::access::BillingState) -> crate::access::Effective {
+        crate::access::effective_tier(billing, self.access_time(), self.config.grace_period_days)
+    }
+
     /// The instant access rules are judged at: now, or the moment billing was disabled.
     pub fn access_time(&self) -> Timestamp {
         self.billing_disabled_since.unwrap_or_else(|| self.clock.now())

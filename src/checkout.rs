@@ -12,11 +12,6 @@ use crate::with_db;
 
 pub const MAX_SEATS: i64 = 500;
 
-/// Statuses after which a subscription no longer bills (design.md: every other one is live).
-fn is_live_status(status: &str) -> bool {
-    !matches!(status, "canceled" | "incomplete_expired")
-}
-
 /// `POST /api/billing/checkout`: a new Checkout Session URL for one of the four prices.
 pub async fn start(state: &AppState, tenant_id: &str, price_id: &str, quantity: i64) -> ApiResult<Value> {
     validate_tenant_id(tenant_id)?;
@@ -42,7 +37,7 @@ pub async fn start(state: &AppState, tenant_id: &str, price_id: &str, quantity: 
         if row.manual_plan_tier.is_some() {
             return Err(ApiError::conflict("this tenant's plan is managed by hand; contact us to change it"));
         }
-        if row.stripe_subscription_status.as_deref().is_some_and(is_live_status) {
+        if row.stripe_subscription_status.as_deref().is_some_and(crate::stripe::is_live_status) {
             return Err(ApiError::conflict_with(
                 "there is already a subscription; change it from the billing page",
                 "subscription_status",
@@ -184,11 +179,7 @@ pub async fn session_status(state: &AppState, tenant_id: &str, session_id: &str)
                 .map(|_| ())
         })?;
     }
-    let effective = crate::access::effective_tier(
-        &row.billing_state(),
-        state.access_time(),
-        state.config.grace_period_days,
-    );
+    let effective = state.effective(&row.billing_state());
     let provisioned = effective.tier.is_paid();
     if !provisioned && session["payment_status"] == "paid" {
         request_reconcile(state, &row).await?;

@@ -299,10 +299,10 @@ async fn run_job(name: &str) -> anyhow::Result<()> {
     let smtp_url = vars.get("SMTP_URL").filter(|v| !v.is_empty()).map(Secret::new);
     let public_url =
         vars.get("PUBLIC_URL").cloned().unwrap_or_else(|| format!("http://{}", config::DEFAULT_BIND));
-    let grace_period_days = vars.get("GRACE_PERIOD_DAYS").and_then(|d| d.parse().ok()).unwrap_or(7);
     // The rollback switch pauses the jobs that revoke access, from the shell too.
-    let billing_frozen =
-        vars.get("BILLING_ENABLED").is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "false" | "0"));
+    let (billing_enabled, grace_period_days) =
+        config::billing_switch_and_grace(&vars).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let billing_frozen = !billing_enabled;
     let ctx = jobs::JobContext {
         db: &db,
         now: Clock::System.now(),

@@ -157,6 +157,14 @@ pub fn database_url(vars: &HashMap<String, String>) -> String {
     Vars { vars, errors: Vec::new() }.get("DATABASE_URL").unwrap_or(DEFAULT_DATABASE_URL).to_owned()
 }
 
+/// `BILLING_ENABLED` and `GRACE_PERIOD_DAYS` alone, by the same rules as `serve`, for commands
+/// that run jobs without the rest of the configuration.
+pub fn billing_switch_and_grace(vars: &HashMap<String, String>) -> Result<(bool, i64), ConfigErrors> {
+    let mut v = Vars { vars, errors: Vec::new() };
+    let settings = (v.billing_enabled(), v.grace_period_days());
+    if v.errors.is_empty() { Ok(settings) } else { Err(ConfigErrors(v.errors)) }
+}
+
 impl Config {
     /// The full configuration `serve` needs; every missing or malformed setting is reported.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Config, ConfigErrors> {
@@ -170,22 +178,8 @@ impl Config {
             v.errors.push("BIND must be an address like 127.0.0.1:8000".into());
             SocketAddr::from(([127, 0, 0, 1], 8000))
         });
-        let billing_enabled = match v.get("BILLING_ENABLED").map(str::to_ascii_lowercase).as_deref() {
-            None | Some("true") | Some("1") => true,
-            Some("false") | Some("0") => false,
-            Some(_) => {
-                v.errors.push("BILLING_ENABLED must be true or false".into());
-                true
-            }
-        };
-        let grace_period_days = match v.get("GRACE_PERIOD_DAYS").map(str::parse::<i64>) {
-            None => 7,
-            Some(Ok(d)) if (0..=60).contains(&d) => d,
-            Some(_) => {
-                v.errors.push("GRACE_PERIOD_DAYS must be a whole number of days, 0 to 60".into());
-                7
-            }
-        };
+        let billing_enabled = v.billing_enabled();
+        let grace_period_days = v.grace_period_days();
 
         let secret_key =
             v.prefixed("STRIPE_SECRET_KEY", &["sk_test_", "sk_live_", "rk_test_", "rk_live_"], true);
@@ -282,6 +276,28 @@ impl Config {
 }
 
 impl Vars<'_> {
+    fn billing_enabled(&mut self) -> bool {
+        match self.get("BILLING_ENABLED").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("true") | Some("1") => true,
+            Some("false") | Some("0") => false,
+            Some(_) => {
+                self.errors.push("BILLING_ENABLED must be true or false".into());
+                true
+            }
+        }
+    }
+
+    fn grace_period_days(&mut self) -> i64 {
+        match self.get("GRACE_PERIOD_DAYS").map(str::parse::<i64>) {
+            None => 7,
+            Some(Ok(d)) if (0..=60).contains(&d) => d,
+            Some(_) => {
+                self.errors.push("GRACE_PERIOD_DAYS must be a whole number of days, 0 to 60".into());
+                7
+            }
+        }
+    }
+
     fn tokens_with_prefix(&mut self, name: &str, prefix: &str) -> Vec<Secret> {
         let Some(raw) = self.get(name) else {
             self.errors.push(format!("{name} is required"));

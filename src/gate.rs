@@ -16,7 +16,7 @@ use std::marker::PhantomData;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
-use crate::access::{Feature, Tier, effective_tier, verdict};
+use crate::access::{Feature, Tier, verdict};
 use crate::app::AppState;
 use crate::auth::TenantAuth;
 use crate::error::ApiError;
@@ -62,7 +62,7 @@ impl<G: Gate> FromRequestParts<AppState> for RequireFeature<G> {
         let auth = TenantAuth::from_request_parts(parts, state).await?;
         let row = crate::tenants::get(&state.db, auth.tenant_id()).await?;
         let billing = row.as_ref().map(|r| r.billing_state()).unwrap_or_default();
-        let effective = effective_tier(&billing, state.access_time(), state.config.grace_period_days);
+        let effective = state.effective(&billing);
         let v = verdict(&effective, G::FEATURE, None, None);
         let upgrade_url = state.config.upgrade_url();
         match (v.allowed, v.lapsed, effective.reason) {

@@ -230,11 +230,15 @@ impl SubscriptionView {
         })
     }
 
-    /// Not ended: Stripe may still charge it (design.md: any status but canceled and
-    /// incomplete_expired is live).
     pub fn is_live(&self) -> bool {
-        !matches!(self.status.as_str(), "canceled" | "incomplete_expired")
+        is_live_status(&self.status)
     }
+}
+
+/// Not ended: Stripe may still charge it (design.md: any status but canceled and
+/// incomplete_expired is live, so unpaid and paused are too).
+pub fn is_live_status(status: &str) -> bool {
+    !matches!(status, "canceled" | "incomplete_expired")
 }
 
 /// The subscription an invoice belongs to, in either API shape.

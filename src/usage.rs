@@ -282,16 +282,7 @@ pub async fn settle(db: &Db, id: &str, how: Settle, now: Timestamp) -> ApiResult
     let Some(current) = current else {
         return Err(ApiError::not_found(format!("no reservation {id}")));
     };
-    let status = if current.status == "open" && current.expires_at <= now {
-        "expired"
-    } else {
-        match current.status.as_str() {
-            "committed" => "committed",
-            "released" => "released",
-            "expired" => "expired",
-            _ => "open",
-        }
-    };
+    let status = shown_status(&current.status, current.expires_at, now);
     match (how, status) {
         (Settle::Commit, "committed") | (Settle::Release, "released") => {
             Ok(Settled { reservation_id: id.to_owned(), status })
@@ -303,6 +294,18 @@ pub async fn settle(db: &Db, id: &str, how: Settle, now: Timestamp) -> ApiResult
             "reservation_status",
             status,
         )),
+    }
+}
+
+/// A reservation's status as callers see it: an open one past its expiry is expired already
+/// (the job that marks it only tidies).
+pub fn shown_status(stored: &str, expires_at: Timestamp, now: Timestamp) -> &'static str {
+    match stored {
+        "open" if expires_at <= now => "expired",
+        "committed" => "committed",
+        "released" => "released",
+        "expired" => "expired",
+        _ => "open",
     }
 }
 

@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::access::{Tier, effective_tier};
+use crate::access::Tier;
 use crate::app::AppState;
 use crate::auth::AdminAuth;
 use crate::clock::{parse_rfc3339, rfc3339_opt};
@@ -61,7 +61,7 @@ pub async fn set_plan(
     )
     .await?;
     tracing::info!(tenant = %id, actor = %admin.actor, plan = ?tier, "manual plan changed");
-    let effective = effective_tier(&row.billing_state(), state.access_time(), state.config.grace_period_days);
+    let effective = state.effective(&row.billing_state());
     Ok(Json(json!({
         "tenant_id": row.id,
         "manual_plan_tier": row.manual_plan_tier,

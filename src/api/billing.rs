@@ -6,7 +6,6 @@ use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::access::effective_tier;
 use crate::app::AppState;
 use crate::auth::TenantAuth;
 use crate::clock::{rfc3339, rfc3339_opt};
@@ -19,7 +18,7 @@ pub async fn status(auth: TenantAuth, State(state): State<AppState>) -> ApiResul
     let now = state.clock.now();
     let row = tenants::get(&state.db, auth.tenant_id()).await?;
     let billing = row.as_ref().map(|r| r.billing_state()).unwrap_or_default();
-    let effective = effective_tier(&billing, state.access_time(), state.config.grace_period_days);
+    let effective = state.effective(&billing);
     let paid = effective.tier.is_paid();
     let sub = row.as_ref().filter(|_| paid);
     let mut body = json!({
@@ -67,8 +66,7 @@ pub async fn reservation(
     let not_found = || ApiError::not_found(format!("no reservation {id}"));
     let view = usage::reservation_of(&state.db, auth.tenant_id(), &id).await?.ok_or_else(not_found)?;
     let now = state.clock.now();
-    let status =
-        if view.status == "open" && view.expires_at <= now { "expired" } else { view.status.as_str() };
+    let status = usage::shown_status(&view.status, view.expires_at, now);
     Ok(Json(json!({
         "reservation_id": view.reservation_id,
         "metric": view.metric,

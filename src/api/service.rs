@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::access::{Feature, Tier, effective_tier};
+use crate::access::{Feature, Tier};
 use crate::app::AppState;
 use crate::auth::ServiceAuth;
 use crate::clock::{DAY, rfc3339_opt};
@@ -158,7 +158,7 @@ pub async fn access(
     // An unknown tenant is answered as a new free tenant: Hydra may not have announced it yet.
     let row = tenants::get(&state.db, &id).await?;
     let billing = row.as_ref().map(|r| r.billing_state()).unwrap_or_default();
-    let effective = effective_tier(&billing, state.access_time(), state.config.grace_period_days);
+    let effective = state.effective(&billing);
     let seats = row.as_ref().and_then(|r| r.stripe_seat_count);
     let verdict = crate::access::verdict(&effective, feature, count, seats);
     Ok(Json(AccessAnswer {

@@ -173,32 +173,21 @@ async fn a_seat_change_charges_exactly_its_preview() {
     // Time passes on Stripe's side before the customer confirms: the quote's date still rules.
     s.advance(&clock, START + 9 * DAY + 4321 + 300).await;
     let quote = preview["quote_id"].as_str().unwrap();
-    let done = json(
+    let confirm = || {
         s.call(
             reqwest::Method::POST,
             "/api/billing/seats",
             "t1",
             Some(json!({"quote_id": quote, "confirm": true})),
         )
-        .await,
-    )
-    .await;
+    };
+    let done = json(confirm().await).await;
     let invoice = s.get(&format!("/v1/invoices/{}", done["latest_invoice"].as_str().unwrap()), &[]).await;
     assert_eq!(invoice["amount_paid"].as_i64(), Some(amount), "charged exactly the preview");
     assert_eq!(s.app.tenant("t1").await.stripe_seat_count, Some(5));
     assert!(customer.starts_with("cus_"));
     // Single use.
-    let e = error_of(
-        s.call(
-            reqwest::Method::POST,
-            "/api/billing/seats",
-            "t1",
-            Some(json!({"quote_id": quote, "confirm": true})),
-        )
-        .await,
-        StatusCode::CONFLICT,
-    )
-    .await;
+    let e = error_of(confirm().await, StatusCode::CONFLICT).await;
     assert_eq!(e["quote_status"], "used");
 }
 
