@@ -22,11 +22,13 @@
       title: "Team connects up to 5 repositories",
       body: "Your 5 connected repositories keep working.",
       gain: "Business connects as many repositories as you need.",
+      tier: "business",
     },
     jira: {
       title: "Jira comes with Business",
       body: "Your workflows keep running as they are.",
       gain: "Business adds Jira, audit logs, usage reporting and the priority fix queue.",
+      tier: "business",
     },
   };
 
@@ -70,8 +72,10 @@
       gain.textContent = copy.gain;
       const link = document.createElement("a");
       // Only a same-site path or an https URL; anything else falls back to the upgrade page.
-      const wanted = this.getAttribute("upgrade-url") || "/billing/upgrade";
-      link.href = /^(\/(?!\/)|https:\/\/)/.test(wanted) ? wanted : "/billing/upgrade";
+      // Repositories and Jira come with Business, so the upgrade page opens with Business chosen.
+      const fallback = copy.tier === "business" ? "/billing/upgrade?tier=business" : "/billing/upgrade";
+      const wanted = this.getAttribute("upgrade-url") || fallback;
+      link.href = /^(\/(?!\/)|https:\/\/)/.test(wanted) ? wanted : fallback;
       link.textContent = "See plans";
       box.append(title, body, gain, link);
       root.append(style, box);

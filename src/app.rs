@@ -122,8 +122,14 @@ async fn billing_switch(db: &Db, enabled: bool, now: Timestamp) -> anyhow::Resul
 }
 
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The service's routes plus `extra` (the demo's own pages), behind the same middleware.
+pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     api::routes()
+        .merge(extra)
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(middleware::from_fn(record_metrics))
@@ -187,8 +193,18 @@ impl Application {
         with_jobs: bool,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        self.run_with_routes(Router::new(), with_jobs, shutdown).await
+    }
+
+    /// The same with `extra` routes served too (only `demo` adds any).
+    pub async fn run_with_routes(
+        self,
+        extra: Router<AppState>,
+        with_jobs: bool,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let scheduler = with_jobs.then(|| jobs::spawn_scheduler(self.state.clone()));
-        let app = router(self.state.clone());
+        let app = router_with(self.state.clone(), extra);
         let result = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
         if let Some(handle) = scheduler {
             handle.abort();

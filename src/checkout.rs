@@ -108,6 +108,8 @@ pub async fn start(state: &AppState, tenant_id: &str, price_id: &str, quantity: 
             }
         }
         let public = &state.config.public_url;
+        // Only for the success page's first words; it confirms the tier from our own status.
+        let plan = crate::sync::price_tier(prices, price_id).map_or("team", crate::access::Tier::as_str);
         let quantity_text = quantity.to_string();
         let max_text = MAX_SEATS.to_string();
         let form = params(&[
@@ -119,7 +121,10 @@ pub async fn start(state: &AppState, tenant_id: &str, price_id: &str, quantity: 
             ("line_items[0][adjustable_quantity][enabled]", "true"),
             ("line_items[0][adjustable_quantity][minimum]", "1"),
             ("line_items[0][adjustable_quantity][maximum]", &max_text),
-            ("success_url", &format!("{public}/billing/success?session_id={{CHECKOUT_SESSION_ID}}")),
+            (
+                "success_url",
+                &format!("{public}/billing/success?session_id={{CHECKOUT_SESSION_ID}}&plan={plan}"),
+            ),
             ("cancel_url", &format!("{public}/billing/upgrade")),
             ("subscription_data[metadata][hydra_tenant_id]", tenant_id),
             ("subscription_data[billing_mode][type]", "classic"),

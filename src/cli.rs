@@ -27,6 +27,12 @@ struct Cli {
 enum Command {
     /// Run the production server: HTTP API and background jobs (applies pending migrations first).
     Serve,
+    /// Everything offline in one process: a fresh SQLite file, the Stripe simulator, demo teams
+    /// and a dev sign-in page. Needs no configuration; prints the URL to open.
+    Demo {
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
+    },
     /// Apply, revert or list database migrations (DATABASE_URL).
     Migrate {
         #[command(subcommand)]
@@ -138,6 +144,7 @@ pub async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve => return serve().await,
+        Command::Demo { port } => crate::demo::run(port).await,
         Command::Migrate { action } => migrate(action).await,
         Command::Token { tenant, email, uid, role, ttl } => {
             token(&tenant, email.as_deref(), &uid, role, &ttl)

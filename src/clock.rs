@@ -16,6 +16,9 @@ pub enum Clock {
     System,
     /// A clock that only moves when told to; shared by clones.
     Manual(Arc<AtomicI64>),
+    /// The system clock plus an offset that moves when told to: the demo runs in real time and
+    /// jumps ahead (a renewal, a grace period) with the simulator's test clock.
+    Shifted(Arc<AtomicI64>),
 }
 
 impl Clock {
@@ -27,19 +30,26 @@ impl Clock {
         match self {
             Clock::System => Utc::now().timestamp(),
             Clock::Manual(t) => t.load(Ordering::SeqCst),
+            Clock::Shifted(offset) => Utc::now().timestamp() + offset.load(Ordering::SeqCst),
         }
+    }
+
+    pub fn shifted() -> Clock {
+        Clock::Shifted(Arc::new(AtomicI64::new(0)))
     }
 
     /// Moves a manual clock; the system clock cannot be moved and ignores this.
     pub fn advance(&self, seconds: i64) {
-        if let Clock::Manual(t) = self {
+        if let Clock::Manual(t) | Clock::Shifted(t) = self {
             t.fetch_add(seconds, Ordering::SeqCst);
         }
     }
 
     pub fn set(&self, at: Timestamp) {
-        if let Clock::Manual(t) = self {
-            t.store(at, Ordering::SeqCst);
+        match self {
+            Clock::System => {}
+            Clock::Manual(t) => t.store(at, Ordering::SeqCst),
+            Clock::Shifted(offset) => offset.store(at - Utc::now().timestamp(), Ordering::SeqCst),
         }
     }
 }

@@ -72,6 +72,8 @@ pub struct Config {
     pub smtp_url: Option<Secret>,
     /// How long an unsettled usage reservation holds its unit.
     pub reservation_ttl_secs: i64,
+    /// Set only by `hydra-billing demo`: pages link to the demo's controls. No variable sets it.
+    pub demo: bool,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://hydra-billing.db";
@@ -266,6 +268,7 @@ impl Config {
             stripe,
             smtp_url,
             reservation_ttl_secs: DEFAULT_RESERVATION_TTL_SECS,
+            demo: false,
         })
     }
 

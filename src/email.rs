@@ -25,16 +25,12 @@ pub struct Mail {
     pub body: String,
 }
 
-fn dollars(minor: i64) -> String {
-    format!("${}.{:02}", minor / 100, minor % 100)
-}
-
 /// The email an invoice event causes, if any: one per failed attempt, one per invoice needing
 /// authentication (with Stripe's hosted link to authenticate).
 pub fn for_event(trigger: &Trigger<'_>, public_url: &str) -> Option<Mail> {
     let invoice = trigger.object;
     let id = invoice["id"].as_str()?;
-    let amount = dollars(invoice["amount_due"].as_i64().unwrap_or(0));
+    let amount = crate::money::dollars(invoice["amount_due"].as_i64().unwrap_or(0));
     match trigger.kind {
         "invoice.payment_failed" => {
             let attempt = invoice["attempt_count"].as_i64().unwrap_or(0);

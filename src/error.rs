@@ -87,6 +87,21 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The status and the sentence a caller (or a page) sees. An internal cause is logged here
+    /// and never shown: database messages can echo request data.
+    pub fn status_and_message(&self) -> (StatusCode, String) {
+        let message = match self {
+            ApiError::Internal(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "request failed");
+                "something went wrong on our side; it has been logged".to_owned()
+            }
+            other => other.to_string(),
+        };
+        (self.status_and_code().0, message)
+    }
+}
+
 /// Stripe's own refusal is our bug or bad state, so it is logged and answered opaquely; only
 /// availability problems reach the caller as `stripe_unavailable` (retryable).
 impl From<crate::stripe::StripeCallError> for ApiError {
@@ -107,14 +122,8 @@ impl From<sqlx::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        let message = match &self {
-            ApiError::Internal(cause) => {
-                tracing::error!(error = format!("{cause:#}"), "request failed");
-                "something went wrong on our side; it has been logged".to_owned()
-            }
-            other => other.to_string(),
-        };
+        let (_, code) = self.status_and_code();
+        let (status, message) = self.status_and_message();
         let mut error = Map::new();
         error.insert("code".into(), code.into());
         error.insert("message".into(), message.into());

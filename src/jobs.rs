@@ -77,6 +77,21 @@ pub struct JobContext<'a> {
     pub app: Option<&'a AppState>,
 }
 
+impl<'a> JobContext<'a> {
+    /// Everything from the running service, at its clock's now.
+    pub fn of_app(state: &'a AppState) -> JobContext<'a> {
+        JobContext {
+            db: &state.db,
+            now: state.clock.now(),
+            smtp_url: state.config.smtp_url.as_ref(),
+            public_url: &state.config.public_url,
+            grace_period_days: state.config.grace_period_days,
+            billing_frozen: state.billing_disabled_since.is_some(),
+            app: Some(state),
+        }
+    }
+}
+
 /// Runs one job now and records its outcome in `job_runs`. Returns the rows it changed.
 pub async fn run_once(ctx: &JobContext<'_>, job: Job) -> anyhow::Result<u64> {
     let (db, now) = (ctx.db, ctx.now);
@@ -135,16 +150,7 @@ pub fn spawn_scheduler(state: AppState) -> tokio::task::JoinHandle<()> {
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     loop {
                         tick.tick().await;
-                        let ctx = JobContext {
-                            db: &state.db,
-                            now: state.clock.now(),
-                            smtp_url: state.config.smtp_url.as_ref(),
-                            public_url: &state.config.public_url,
-                            grace_period_days: state.config.grace_period_days,
-                            billing_frozen: state.billing_disabled_since.is_some(),
-                            app: Some(&state),
-                        };
-                        match run_once(&ctx, job).await {
+                        match run_once(&JobContext::of_app(&state), job).await {
                             Ok(rows) => tracing::info!(job = job.name(), rows, "job ran"),
                             Err(e) => {
                                 tracing::error!(job = job.name(), error = format!("{e:#}"), "job failed")

@@ -19,6 +19,8 @@ pub mod clock;
 pub mod config;
 /// SQLite/PostgreSQL pools and migrations.
 pub mod db;
+/// `hydra-billing demo`: the whole product offline in one process.
+pub mod demo;
 /// Billing emails and the outbox.
 pub mod email;
 /// The one error shape.
@@ -29,6 +31,8 @@ pub mod events;
 pub mod gate;
 /// Background jobs.
 pub mod jobs;
+/// Amounts of money as people read them.
+pub mod money;
 /// The go-live checklist.
 pub mod preflight;
 /// Binding quotes for seat changes and upgrades.

@@ -10,7 +10,12 @@ use tracing_subscriber::EnvFilter;
 
 /// JSON lines on stdout; `RUST_LOG` filters (default `info`).
 pub fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_logging_default("info");
+}
+
+/// The same with another default level (the demo keeps its terminal for the URL: `warn`).
+pub fn init_logging_default(level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_current_span(true)

@@ -48,6 +48,15 @@ impl Metric {
     }
 
     /// Free-tier allowance per 30-day window.
+    /// What pages call it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Metric::Fix => "Fixes",
+            Metric::DocRun => "Doc runs",
+            Metric::LinearCycle => "Linear cycles",
+        }
+    }
+
     pub fn free_limit(self) -> i64 {
         match self {
             Metric::Fix => 5,

@@ -1,5 +1,5 @@
-//! Owns the browser-facing parts of the billing UI served so far: the upgrade-prompt custom
-//! element (one script Hydra's pages include), the page showing its every variant, and
+//! Owns the browser-facing pieces around the pages: the upgrade-prompt custom element (one script
+//! Hydra's pages include), the page showing its every variant, the page security headers, and
 //! `POST /billing/session`, which keeps a tenant token in the session cookie.
 
 use axum::http::{HeaderName, HeaderValue, header};
@@ -28,10 +28,14 @@ pub async fn upgrade_prompt_demo() -> impl IntoResponse {
     )
 }
 
+/// The CSP of every page: no framing (design.md), and scripts only from this origin, so
+/// nothing injected into a page could run even if escaping ever failed.
+pub const PAGE_CSP: &str = "frame-ancestors 'none'; script-src 'self'; object-src 'none'; base-uri 'none'";
+
 /// The headers every page sends (design.md): no framing, no referrer to other sites.
 pub fn page_headers() -> [(HeaderName, HeaderValue); 2] {
     [
-        (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("frame-ancestors 'none'")),
+        (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP)),
         (header::REFERRER_POLICY, HeaderValue::from_static("same-origin")),
     ]
 }
@@ -70,16 +74,25 @@ pub async fn start_session(
         form.map_err(|_| crate::error::ApiError::invalid("the form needs a token field"))?;
     let claims = crate::auth::verify(&state.config.auth_secret, form.token.trim(), state.clock.now())
         .ok_or(crate::error::ApiError::Unauthorized)?;
+    signed_in(&state, form.token.trim(), claims.exp, relative_path(form.next.as_deref()))
+}
+
+/// A 303 to `next` (a path on this site) that keeps `token`, already verified, in the session
+/// cookie until it expires.
+pub fn signed_in(
+    state: &crate::app::AppState,
+    token: &str,
+    expires_at: crate::clock::Timestamp,
+    next: &str,
+) -> Result<axum::response::Response, crate::error::ApiError> {
     let secure = if state.config.public_url.starts_with("https://") { "; Secure" } else { "" };
-    let max_age = (claims.exp - state.clock.now()).max(0);
+    let max_age = (expires_at - state.clock.now()).max(0);
     let cookie = format!(
-        "{}={}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age}{secure}",
-        crate::auth::SESSION_COOKIE,
-        form.token.trim()
+        "{}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age}{secure}",
+        crate::auth::SESSION_COOKIE
     );
     let cookie = HeaderValue::from_str(&cookie).map_err(|_| crate::error::ApiError::Unauthorized)?;
-    let location = HeaderValue::from_str(relative_path(form.next.as_deref()))
-        .unwrap_or_else(|_| HeaderValue::from_static("/billing"));
+    let location = HeaderValue::from_str(next).unwrap_or_else(|_| HeaderValue::from_static("/billing"));
     Ok((
         axum::http::StatusCode::SEE_OTHER,
         [(header::SET_COOKIE, cookie), (header::LOCATION, location)],

@@ -6,6 +6,7 @@ use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::access::Effective;
 use crate::app::AppState;
 use crate::auth::TenantAuth;
 use crate::clock::{rfc3339, rfc3339_opt};
@@ -13,47 +14,69 @@ use crate::error::{ApiError, ApiResult};
 use crate::tenants;
 use crate::usage;
 
+/// What a tenant's billing looks like now: the API's status answer and the settings page are
+/// both this, so the page can never disagree with the API.
+pub struct Status {
+    pub row: Option<tenants::TenantRow>,
+    pub effective: Effective,
+    /// Free only: per metric, committed plus open units of the current window.
+    pub usage: Option<usage::FreeUsage>,
+    pub now: crate::clock::Timestamp,
+}
+
+impl Status {
+    pub async fn load(state: &AppState, tenant_id: &str) -> ApiResult<Status> {
+        let now = state.clock.now();
+        let row = tenants::get(&state.db, tenant_id).await?;
+        let billing = row.as_ref().map(|r| r.billing_state()).unwrap_or_default();
+        let effective = state.effective(&billing);
+        let usage = match (&row, effective.tier.is_paid()) {
+            (_, true) => None,
+            (Some(row), false) => Some(usage::free_usage(&state.db, row, now).await?),
+            (None, false) => {
+                Some(usage::FreeUsage { used: usage::Metric::ALL.map(|m| (m, 0)), resets_at: None })
+            }
+        };
+        Ok(Status { row, effective, usage, now })
+    }
+
+    /// The subscription columns, shown only while they are what gives the tenant its tier.
+    pub fn subscription(&self) -> Option<&tenants::TenantRow> {
+        self.row.as_ref().filter(|_| self.effective.tier.is_paid())
+    }
+
+    fn to_json(&self, tenant_id: &str) -> Value {
+        let sub = self.subscription();
+        let effective = &self.effective;
+        let usage = self.usage.as_ref().map(|u| {
+            u.used
+                .iter()
+                .map(|(m, used)| (m.as_str().to_owned(), json!({ "used": used, "limit": m.free_limit() })))
+                .collect::<Map<String, Value>>()
+        });
+        json!({
+            "tenant_id": tenant_id,
+            "plan_tier": effective.tier,
+            "subscription_status": sub.and_then(|r| r.stripe_subscription_status.clone()),
+            "seat_count": sub.and_then(|r| r.stripe_seat_count),
+            "interval": sub.and_then(|r| r.stripe_interval.clone()),
+            "current_period_end": rfc3339_opt(sub.and_then(|r| r.stripe_current_period_end)),
+            "cancel_at_period_end": sub.map(|r| r.cancel_at_period_end),
+            "access": {
+                "allowed": effective.reason.is_none(),
+                "reason": effective.reason,
+                "grace_ends_at": rfc3339_opt(effective.grace_ends_at),
+                "access_until": rfc3339_opt(effective.access_until),
+            },
+            "usage": usage,
+            "resets_at": rfc3339_opt(self.usage.as_ref().and_then(|u| u.resets_at)),
+        })
+    }
+}
+
 /// `GET /api/billing/status`: the tenant's plan, subscription and, on free, its usage.
 pub async fn status(auth: TenantAuth, State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    let now = state.clock.now();
-    let row = tenants::get(&state.db, auth.tenant_id()).await?;
-    let billing = row.as_ref().map(|r| r.billing_state()).unwrap_or_default();
-    let effective = state.effective(&billing);
-    let paid = effective.tier.is_paid();
-    let sub = row.as_ref().filter(|_| paid);
-    let mut body = json!({
-        "tenant_id": auth.tenant_id(),
-        "plan_tier": effective.tier,
-        "subscription_status": sub.and_then(|r| r.stripe_subscription_status.clone()),
-        "seat_count": sub.and_then(|r| r.stripe_seat_count),
-        "interval": sub.and_then(|r| r.stripe_interval.clone()),
-        "current_period_end": rfc3339_opt(sub.and_then(|r| r.stripe_current_period_end)),
-        "cancel_at_period_end": sub.map(|r| r.cancel_at_period_end),
-        "access": {
-            "allowed": effective.reason.is_none(),
-            "reason": effective.reason,
-            "grace_ends_at": rfc3339_opt(effective.grace_ends_at),
-            "access_until": rfc3339_opt(effective.access_until),
-        },
-        "usage": null,
-        "resets_at": null,
-    });
-    if !paid {
-        let (usage, resets_at) = match &row {
-            Some(row) => {
-                let u = usage::free_usage(&state.db, row, now).await?;
-                (u.used.to_vec(), u.resets_at)
-            }
-            None => (usage::Metric::ALL.map(|m| (m, 0)).to_vec(), None),
-        };
-        let usage: Map<String, Value> = usage
-            .into_iter()
-            .map(|(m, used)| (m.as_str().to_owned(), json!({ "used": used, "limit": m.free_limit() })))
-            .collect();
-        body["usage"] = Value::Object(usage);
-        body["resets_at"] = json!(rfc3339_opt(resets_at));
-    }
-    Ok(Json(body))
+    Ok(Json(Status::load(&state, auth.tenant_id()).await?.to_json(auth.tenant_id())))
 }
 
 /// `GET /api/billing/usage/reservations/{id}`: one of the tenant's own metered runs, so its
@@ -79,7 +102,7 @@ pub async fn reservation(
 }
 
 /// Every billing call that reaches Stripe: a billing admin, within the tenant's rate limit.
-fn stripe_call_allowed(state: &AppState, auth: &TenantAuth) -> Result<(), ApiError> {
+pub(crate) fn stripe_call_allowed(state: &AppState, auth: &TenantAuth) -> Result<(), ApiError> {
     auth.require_billing_admin()?;
     state.tenant_limiter.check(auth.tenant_id(), state.clock.now())
 }

@@ -1,9 +1,10 @@
 //! Owns the HTTP surface: the route table of design.md's "HTTP API", one module per caller kind.
 
 mod admin;
-mod assets;
-mod billing;
+pub(crate) mod assets;
+pub(crate) mod billing;
 mod ops;
+pub(crate) mod pages;
 mod service;
 
 use axum::Router;
@@ -33,6 +34,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/admin/events", get(admin::list_events))
         .route("/api/admin/events/{id}/replay", post(admin::replay_event))
         .route("/api/webhooks/stripe", post(crate::webhooks::receive))
+        .route("/billing", get(pages::settings))
+        .route("/billing/upgrade", get(pages::upgrade))
+        .route("/billing/success", get(pages::success))
+        .route("/billing/assets/{name}", get(pages::asset))
         .route("/billing/upgrade-prompt.js", get(assets::upgrade_prompt_js))
         .route("/billing/upgrade-prompt", get(assets::upgrade_prompt_demo))
         .route("/billing/session", post(assets::start_session))

@@ -54,7 +54,8 @@ async fn a_free_tenant_upgrades_through_checkout_and_is_provisioned_by_webhooks(
     assert_eq!(session["client_reference_id"], "t1");
     assert_eq!(
         session["success_url"],
-        "http://billing.test/billing/success?session_id={CHECKOUT_SESSION_ID}"
+        "http://billing.test/billing/success?session_id={CHECKOUT_SESSION_ID}&plan=team",
+        "the success page learns the session and the plan chosen"
     );
     let customer = session["customer"].as_str().unwrap().to_owned();
     assert_eq!(s.app.tenant("t1").await.stripe_customer_id.as_deref(), Some(customer.as_str()));

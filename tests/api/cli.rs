@@ -191,3 +191,97 @@ fn stripe_sim_runs_the_simulator_alone() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("\"object\":\"list\""), "{response}");
 }
+
+/// `demo` needs no configuration at all (the environment is empty here): it prints a URL whose
+/// site works end to end, with its teams, the dev sign-in and the clock controls.
+#[tokio::test]
+async fn demo_serves_a_working_site_with_nothing_configured() {
+    use std::io::{BufRead, BufReader};
+    let mut child = bin().args(["demo", "--port", "0"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let base = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.trim().strip_prefix("Open").map(|u| u.trim().trim_end_matches('/').to_owned()))
+    })
+    .await
+    .unwrap()
+    .expect("demo prints the URL to open");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    hydra_billing::stripe::install_crypto_provider();
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = client.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(r.headers()["location"], "/demo");
+    let demo = client.get(format!("{base}/demo")).send().await.unwrap().text().await.unwrap();
+    assert!(demo.contains("Free: Fixes 4/5, Doc runs 1/1, Linear cycles 3/5"), "{demo}");
+    assert!(demo.contains("Team, 3 seats, active"), "{demo}");
+    assert!(demo.contains("Business, 12 seats, active"), "{demo}");
+
+    let signed_in =
+        client.post(format!("{base}/demo/login")).form(&[("tenant", "acme")]).send().await.unwrap();
+    assert_eq!(signed_in.status(), reqwest::StatusCode::SEE_OTHER);
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let page = |path: &'static str, cookie: String| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            client
+                .get(format!("{base}{path}"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let settings = page("/billing", cookie.clone()).await;
+    assert!(settings.contains(r#"<span data-testid="usage-fix">4 / 5</span>"#), "{settings}");
+    assert!(settings.contains("Demo controls"), "demo pages link back to the controls");
+
+    // Globex's renewal: time moves for the simulator and the service, and Globex is still on Team.
+    let moved = client
+        .post(format!("{base}/demo/clock"))
+        .form(&[("tenant", "globex"), ("action", "renewal")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), reqwest::StatusCode::SEE_OTHER, "{}", moved.text().await.unwrap());
+    let cookie = moved.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let settings = page("/billing", cookie).await;
+    assert!(settings.contains(r#"data-testid="plan-badge">Team</span>"#), "{settings}");
+    let demo = client.get(format!("{base}/demo")).send().await.unwrap().text().await.unwrap();
+    assert!(demo.contains("days ahead of today"), "{demo}");
+    // Acme's window rolled over with the month: its quotas are back.
+    assert!(demo.contains("Free: Fixes 0/5, Doc runs 0/1, Linear cycles 0/5"), "{demo}");
+    // A failed renewal puts Globex in its grace period; jumping past it leaves Globex on Free.
+    let mut last = String::new();
+    for (action, expect) in
+        [("fail_renewal", "Your last payment didn"), ("grace", r#"data-testid="plan-badge">Free</span>"#)]
+    {
+        let moved = client
+            .post(format!("{base}/demo/clock"))
+            .form(&[("tenant", "globex"), ("action", action)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            moved.status(),
+            reqwest::StatusCode::SEE_OTHER,
+            "{action}: {}",
+            moved.text().await.unwrap()
+        );
+        let cookie = moved.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+        last = page("/billing", cookie).await;
+        assert!(last.contains(expect), "{action}: {last}");
+    }
+    assert!(last.contains("kept failing") || last.contains("Your subscription has ended;"), "{last}");
+}

@@ -329,12 +329,32 @@ pub async fn api_call(
 /// The app and the simulator wired as in production: the simulator delivers signed webhooks
 /// (in chaos mode with a seed) to the app's endpoint, with the endpoint's own secret.
 pub async fn spawn_with_deliveries(chaos: Option<u64>) -> WithStripe {
+    spawn_with_deliveries_and(chaos, |_, _| {}).await
+}
+
+/// The app as a browser sees it: PUBLIC_URL is its real address (Checkout returns there and the
+/// cookie rule checks it), the simulator delivers webhooks and the event worker runs.
+pub async fn spawn_site() -> WithStripe {
+    let s = spawn_with_deliveries_and(None, |env, base| {
+        env.insert("PUBLIC_URL".into(), base.to_owned());
+    })
+    .await;
+    tokio::spawn(hydra_billing::events::worker(s.app.state.clone()));
+    s
+}
+
+/// `spawn_with_deliveries`, with the environment changed by `tweak` (given the app's base URL).
+pub async fn spawn_with_deliveries_and(
+    chaos: Option<u64>,
+    tweak: impl FnOnce(&mut HashMap<String, String>, &str),
+) -> WithStripe {
     let settings =
         stripe_sim::SimSettings { chaos: chaos.map(stripe_sim::Chaos::with_seed), ..Default::default() };
     let sim = stripe_sim::Simulator::start("127.0.0.1:0".parse().unwrap(), settings).await.unwrap();
     let prices = create_prices(&sim).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/api/webhooks/stripe", listener.local_addr().unwrap());
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let url = format!("{base}/api/webhooks/stripe");
     let mut params = vec![("url", url.as_str())];
     params.extend(hydra_billing::webhooks::HANDLED.iter().map(|t| ("enabled_events[]", *t)));
     let endpoint = sim_call(&sim, reqwest::Method::POST, "/v1/webhook_endpoints", &params).await;
@@ -346,6 +366,7 @@ pub async fn spawn_with_deliveries(chaos: Option<u64>) -> WithStripe {
         move |e| {
             e.extend(env);
             e.insert("STRIPE_WEBHOOK_SECRET".into(), secret);
+            tweak(e, &base);
         },
         Some(listener),
     )

@@ -6,6 +6,7 @@ mod access;
 mod admin;
 mod auth;
 mod billing;
+mod browser;
 mod cli;
 mod errors;
 mod free_tier;

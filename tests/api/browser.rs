@@ -1,0 +1,506 @@
+//! Browser tests of the billing pages (issue 6): headless Chromium, driven over WebDriver by
+//! Debian's chromedriver, against the real server and the simulator's hosted Checkout, with
+//! webhooks delivered for real. Each test saves a screenshot of every page it sees under
+//! `screenshots/` (git ignores it).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::helpers::{WithStripe, spawn_site};
+
+/// Chromium and its driver, as Debian installs them (`scripts/test` installs them when missing).
+fn tool(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_owned())
+}
+
+/// One browser: its own chromedriver and profile, both gone when the test ends.
+struct Browser {
+    client: Option<Client>,
+    driver: Child,
+    _profile: tempfile::TempDir,
+    base: String,
+    name: &'static str,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+async fn browser(base: &str, name: &'static str) -> Browser {
+    let chromedriver = tool("HYDRA_CHROMEDRIVER", "/usr/bin/chromedriver");
+    let chromium = tool("HYDRA_CHROMIUM", "/usr/bin/chromium");
+    assert!(
+        std::path::Path::new(&chromedriver).exists() && std::path::Path::new(&chromium).exists(),
+        "the browser tests need Debian's chromium and chromium-driver ({chromium}, {chromedriver}); \
+         scripts/test installs them"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let driver = Command::new(&chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let profile = tempfile::tempdir().unwrap();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            // The machine has no outside network: without these Chromium keeps trying to reach
+            // Google's services.
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1200,1000",
+                format!("--user-data-dir={}", profile.path().display()),
+            ],
+        }),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let client = loop {
+        let mut builder = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+        builder.capabilities(caps.clone());
+        match builder.connect(&url).await {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no WebDriver session: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    Browser { client: Some(client), driver, _profile: profile, base: base.to_owned(), name }
+}
+
+impl Browser {
+    fn c(&self) -> &Client {
+        self.client.as_ref().expect("the session is open")
+    }
+
+    async fn goto(&self, path: &str) {
+        self.c().goto(&format!("{}{path}", self.base)).await.unwrap();
+    }
+
+    /// Signs in the way Hydra does: a form posted to `/billing/session` with the tenant token.
+    async fn sign_in(&self, token: &str) {
+        self.goto("/billing/upgrade-prompt").await;
+        self.c()
+            .execute(
+                "const f = document.createElement('form'); f.method = 'post'; f.action = '/billing/session';\
+                 const t = document.createElement('input'); t.name = 'token'; t.value = arguments[0];\
+                 f.append(t); document.body.append(f); f.submit();",
+                vec![json!(token)],
+            )
+            .await
+            .unwrap();
+        self.wait_for_path("/billing").await;
+    }
+
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        self.c()
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.find(css).await.text().await.unwrap()
+    }
+
+    async fn click(&self, css: &str) {
+        self.find(css).await.click().await.unwrap();
+    }
+
+    async fn path(&self) -> String {
+        self.c().current_url().await.unwrap().path().to_owned()
+    }
+
+    async fn wait_for_path(&self, path: &str) {
+        self.wait_until_at(|p| p == path, path).await;
+    }
+
+    /// Polls until the page's path satisfies `at` and the page has loaded.
+    async fn wait_until_at(&self, at: impl Fn(&str) -> bool, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let url = self.c().current_url().await.unwrap();
+            if at(url.path()) && self.ready().await {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never reached {what}; at {url}: {}", self.text("body").await);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_for_checkout(&self) {
+        self.wait_until_at(|p| p.starts_with("/checkout/"), "the simulator's Checkout").await;
+    }
+
+    async fn ready(&self) -> bool {
+        self.c().execute("return document.readyState", vec![]).await.ok() == Some(json!("complete"))
+    }
+
+    /// Polls until `css` is shown, up to `within`.
+    async fn wait_visible(&self, css: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let shown = match self.c().find(Locator::Css(css)).await {
+                Ok(e) => e.is_displayed().await.unwrap_or(false),
+                Err(_) => false,
+            };
+            if shown {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{css} never showed on {}", self.path().await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn hidden(&self, css: &str) -> bool {
+        !self.find(css).await.is_displayed().await.unwrap()
+    }
+
+    async fn screenshot(&self, page: &str) {
+        let png = self.c().screenshot().await.unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{}-{page}.png", self.name)), png).unwrap();
+    }
+
+    /// Every visible form control has a label, and the page fits the viewport's width.
+    async fn assert_accessible_and_fits(&self) {
+        let unlabeled = self
+            .c()
+            .execute(
+                "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]\
+                 .filter(e => e.labels.length === 0 && !e.getAttribute('aria-label')).map(e => e.outerHTML)",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(unlabeled, json!([]), "controls without a label on {}", self.path().await);
+        let overflow = self
+            .c()
+            .execute("return document.documentElement.scrollWidth - window.innerWidth", vec![])
+            .await
+            .unwrap();
+        assert!(overflow.as_i64().unwrap() <= 0, "{} scrolls sideways by {overflow}px", self.path().await);
+    }
+
+    async fn close(mut self) {
+        if let Some(c) = self.client.take() {
+            let _ = c.close().await;
+        }
+    }
+}
+
+async fn site_with_team(tenant: &str, name: &str) -> WithStripe {
+    let s = spawn_site().await;
+    let r = s
+        .app
+        .put_tenant(tenant, &json!({"name": name, "billing_email": format!("billing@{tenant}.test")}))
+        .await;
+    assert!(r.status().is_success());
+    s
+}
+
+/// Tier, interval and seats on the upgrade page, checked against the computed price.
+async fn choose(b: &Browser, tier: &str, annual: bool, seats: &str) {
+    b.click(&format!("input[name=tier][value={tier}]")).await;
+    b.click(&format!("input[name=interval][value={}]", if annual { "year" } else { "month" })).await;
+    let input = b.find("#seats").await;
+    input.clear().await.unwrap();
+    input.send_keys(seats).await.unwrap();
+}
+
+/// On the simulator's Checkout page: picks `card`, pays, passes 3-D Secure when asked.
+async fn pay_at_checkout(b: &Browser, card: &str) {
+    b.find(&format!("input[name=card][value={card}]")).await.click().await.unwrap();
+    b.click("button[type=submit]").await;
+}
+
+#[tokio::test]
+async fn a_free_team_upgrades_to_team_annual_with_3_seats_and_sees_it_everywhere() {
+    let s = site_with_team("acme", "Acme Robotics").await;
+    let b = browser(&s.app.base, "upgrade").await;
+    b.sign_in(&s.app.tenant_token("acme")).await;
+    assert_eq!(b.text("[data-testid=plan-badge]").await, "Free");
+    b.screenshot("settings-free").await;
+
+    b.goto("/billing/upgrade").await;
+    b.assert_accessible_and_fits().await;
+    choose(&b, "team", false, "3").await;
+    assert_eq!(b.text("#total").await, "3 × $20.00 = $60.00 per month.");
+    choose(&b, "team", true, "3").await;
+    assert_eq!(
+        b.text("#total").await,
+        "3 × $192.00 = $576.00 per year. You save $144.00 a year (20%) against monthly."
+    );
+    b.screenshot("upgrade").await;
+    b.click("#checkout").await;
+
+    // The simulator's hosted Checkout, for the annual Team price and 3 seats.
+    b.wait_for_checkout().await;
+    assert!(b.text("body").await.contains("$192.00 per seat / year"));
+    assert_eq!(b.find("input[name=quantity]").await.prop("value").await.unwrap().as_deref(), Some("3"));
+    b.screenshot("checkout").await;
+    pay_at_checkout(&b, "pm_card_visa").await;
+
+    b.wait_for_path("/billing/success").await;
+    assert!(b.text("h1").await.starts_with("You're on Team"));
+    assert!(b.text("#progress").await.contains("Provisioning takes a moment") || !b.hidden("#done").await);
+    b.wait_visible("#done", Duration::from_secs(25)).await;
+    assert_eq!(b.text("#done").await, "All set: Team is active for your team.");
+    b.screenshot("success").await;
+
+    b.goto("/billing").await;
+    assert_eq!(b.text("[data-testid=plan-badge]").await, "Team");
+    assert_eq!(b.text("[data-testid=interval-badge]").await, "Annual");
+    assert_eq!(b.text("[data-testid=seats]").await, "3");
+    let row = s.app.tenant("acme").await;
+    let renews = hydra_billing::clock::rfc3339(row.stripe_current_period_end.unwrap());
+    assert_eq!(row.stripe_interval.as_deref(), Some("year"));
+    assert!(
+        b.text("[data-testid=renewal]").await.ends_with(&renews[..4]),
+        "renewal shows the year of {renews}"
+    );
+    b.assert_accessible_and_fits().await;
+    b.screenshot("settings-team").await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn the_3ds_card_path_authenticates_on_checkout_then_provisions_business() {
+    let s = site_with_team("tds", "Three D").await;
+    let b = browser(&s.app.base, "3ds").await;
+    b.sign_in(&s.app.tenant_token("tds")).await;
+    b.goto("/billing/upgrade?tier=business").await;
+    assert!(b.find("input[name=tier][value=business]").await.is_selected().await.unwrap());
+    // Keyboard only: Enter in the seats field submits the form through the same button.
+    let seats = b.find("#seats").await;
+    seats.clear().await.unwrap();
+    seats.send_keys("2\u{E007}").await.unwrap();
+    b.wait_for_checkout().await;
+    pay_at_checkout(&b, "pm_card_authenticationRequiredChallenge").await;
+    assert!(b.text("body").await.contains("Your bank asks you to confirm this payment."));
+    b.screenshot("challenge").await;
+    b.click("button[name=auth][value=succeed]").await;
+
+    b.wait_for_path("/billing/success").await;
+    b.wait_visible("#done", Duration::from_secs(25)).await;
+    assert_eq!(b.text("#done").await, "All set: Business is active for your team.");
+    let row = s.app.tenant("tds").await;
+    assert_eq!((row.plan_tier.as_str(), row.stripe_seat_count), ("business", Some(2)));
+    b.close().await;
+}
+
+/// Every Checkout Session the simulator has made for `customer`, whatever its state.
+async fn sessions_of(s: &WithStripe, customer: &str) -> Vec<Value> {
+    let world = s.sim().shared.world.lock().await;
+    world.list("checkout.session").into_iter().filter(|c| c["customer"] == customer).collect()
+}
+
+#[tokio::test]
+async fn a_double_click_on_checkout_creates_one_session() {
+    let s = site_with_team("dbl", "Double").await;
+    let b = browser(&s.app.base, "double-click").await;
+    b.sign_in(&s.app.tenant_token("dbl")).await;
+    b.goto("/billing/upgrade").await;
+    let button = b.find("#checkout").await;
+    let double = MouseActions::new("mouse".into())
+        .then(PointerAction::MoveToElement { element: button, duration: None, x: 0.0, y: 0.0 })
+        .then(PointerAction::Down { button: MOUSE_BUTTON_LEFT })
+        .then(PointerAction::Up { button: MOUSE_BUTTON_LEFT })
+        .then(PointerAction::Down { button: MOUSE_BUTTON_LEFT })
+        .then(PointerAction::Up { button: MOUSE_BUTTON_LEFT });
+    b.c().perform_actions(double).await.unwrap();
+    b.wait_for_checkout().await;
+    let customer = s.app.tenant("dbl").await.stripe_customer_id.expect("checkout made a customer");
+    let sessions = sessions_of(&s, &customer).await;
+    assert_eq!(sessions.len(), 1, "sessions made: {sessions:?}");
+    assert_eq!(sessions[0]["status"], "open");
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_backend_error_shows_its_own_message_and_the_button_comes_back() {
+    let mut s = site_with_team("err", "Errors").await;
+    let b = browser(&s.app.base, "error").await;
+    b.sign_in(&s.app.tenant_token("err")).await;
+    b.goto("/billing/upgrade").await;
+    // Stripe goes away: checkout answers 503 stripe_unavailable.
+    drop(s.simulator.take());
+    b.click("#checkout").await;
+    b.wait_visible("#checkout-error", Duration::from_secs(20)).await;
+    assert_eq!(b.text("#checkout-error").await, "Stripe is unavailable right now; try again in a moment");
+    assert!(b.find("#checkout").await.is_enabled().await.unwrap(), "the button is usable again");
+    assert_eq!(b.path().await, "/billing/upgrade");
+    b.screenshot("upgrade-error").await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn the_free_settings_page_shows_three_bars_with_the_right_numbers() {
+    let s = site_with_team("free", "Acme Robotics").await;
+    for (metric, n) in [("fix", 4), ("doc_run", 1), ("linear_cycle", 2)] {
+        for _ in 0..n {
+            s.app.run("free", metric).await;
+        }
+    }
+    let b = browser(&s.app.base, "free").await;
+    b.sign_in(&s.app.tenant_token("free")).await;
+    for (metric, text, now) in
+        [("fix", "4 / 5", "4"), ("doc_run", "1 / 1", "1"), ("linear_cycle", "2 / 5", "2")]
+    {
+        assert_eq!(b.text(&format!("[data-testid=usage-{metric}]")).await, text);
+        let bar = b.find(&format!("[aria-labelledby=bar-{metric}]")).await;
+        assert_eq!(bar.attr("aria-valuenow").await.unwrap().as_deref(), Some(now));
+    }
+    assert_eq!(b.text("[data-testid=resets]").await, "Your free runs reset in 30 days, on 31 January 2026.");
+    assert_eq!(b.find("a.button[href='/billing/upgrade']").await.text().await.unwrap(), "Upgrade");
+    b.assert_accessible_and_fits().await;
+    b.screenshot("settings-free").await;
+    // A phone's width: one column, nothing to scroll sideways.
+    b.c().set_window_size(390, 844).await.unwrap();
+    b.assert_accessible_and_fits().await;
+    b.screenshot("settings-free-phone").await;
+    b.goto("/billing/upgrade").await;
+    b.assert_accessible_and_fits().await;
+    b.screenshot("upgrade-phone").await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_subscriber_previews_a_seat_change_and_pays_exactly_the_preview() {
+    let s = spawn_site().await;
+    let (customer, _) = s.tenant_with_customer("sub", "pm_card_visa").await;
+    s.subscribe(&customer, &s.prices.team_monthly, "3").await;
+    s.settle("sub", "subscribed", |r| r.plan_tier == "team").await;
+    let b = browser(&s.app.base, "seats").await;
+    b.sign_in(&s.app.tenant_token("sub")).await;
+    b.goto("/billing/upgrade").await;
+    let seats = b.find("#new-seats").await;
+    seats.clear().await.unwrap();
+    seats.send_keys("5").await.unwrap();
+    b.click("#preview-seats").await;
+    b.wait_visible("#preview", Duration::from_secs(10)).await;
+    let shown = b.text("#preview-total").await;
+    b.screenshot("preview").await;
+    assert!(b.text("#preview-lines").await.lines().count() >= 2, "proration lines are listed");
+    b.click("#confirm").await;
+    b.wait_visible("#change-done", Duration::from_secs(10)).await;
+    s.settle("sub", "seats applied", |r| r.stripe_seat_count == Some(5)).await;
+    let invoices = s.get("/v1/invoices", &[("customer", &customer)]).await;
+    let change: Vec<&Value> = invoices["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["billing_reason"] == "subscription_update")
+        .collect();
+    assert_eq!(change.len(), 1, "one invoice for the change: {invoices}");
+    let charged = change[0]["amount_due"].as_i64().unwrap();
+    assert_eq!(shown, hydra_billing::money::dollars(charged), "the preview is what was charged");
+    b.close().await;
+}
+
+#[tokio::test]
+async fn manage_subscription_opens_a_new_portal_session_on_every_click() {
+    let s = spawn_site().await;
+    s.post("/v1/billing_portal/configurations", &[("features[invoice_history][enabled]", "true")]).await;
+    let (customer, _) = s.tenant_with_customer("mgr", "pm_card_visa").await;
+    s.subscribe(&customer, &s.prices.team_monthly, "1").await;
+    s.settle("mgr", "subscribed", |r| r.plan_tier == "team").await;
+    let b = browser(&s.app.base, "portal").await;
+    b.sign_in(&s.app.tenant_token("mgr")).await;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        b.goto("/billing").await;
+        b.click("#manage").await;
+        b.wait_until_at(|p| p.starts_with("/portal/"), "the portal").await;
+        seen.push(b.path().await);
+    }
+    assert_ne!(seen[0], seen[1], "each click gets its own portal session");
+    b.click("a").await;
+    b.wait_for_path("/billing").await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn after_30_seconds_without_the_plan_the_success_page_says_what_to_do() {
+    // No webhooks reach this app and no worker runs: only the success page's own reconcile could
+    // provision the team, and Stripe is gone by then.
+    let mut s = crate::helpers::spawn_with_stripe().await;
+    s.app.put_tenant("slow", &json!({"name": "Slow"})).await;
+    let b = browser(&s.app.base, "slow").await;
+    b.sign_in(&s.app.tenant_token("slow")).await;
+    let body = json!({"price_id": s.prices.team_monthly, "quantity": 1});
+    let started = crate::helpers::json(
+        s.call(reqwest::Method::POST, "/api/billing/checkout", "slow", Some(body)).await,
+    )
+    .await;
+    // Paid, and then Stripe is unreachable.
+    let session = started["session_id"].as_str().unwrap().to_owned();
+    s.post(
+        &format!("/v1/test_helpers/checkout/sessions/{session}/complete"),
+        &[("payment_method", "pm_card_visa")],
+    )
+    .await;
+    drop(s.simulator.take());
+    let opened = Instant::now();
+    b.goto(&format!("/billing/success?session_id={session}&plan=team")).await;
+    assert!(b.text("#progress").await.contains("Provisioning takes a moment"));
+    b.wait_visible("#slow", Duration::from_secs(40)).await;
+    let waited = opened.elapsed();
+    assert!(waited >= Duration::from_secs(29), "gave up after only {waited:?}");
+    assert!(b.hidden("#progress").await, "the spinner stops");
+    assert!(b.text("#slow").await.contains(&session), "the message quotes the checkout reference");
+    b.screenshot("success-slow").await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn every_upgrade_prompt_variant_renders_beside_the_feature_with_its_own_copy_and_link() {
+    let app = crate::helpers::spawn_app().await;
+    let b = browser(&app.base, "prompt").await;
+    b.goto("/billing/upgrade-prompt").await;
+    for (reason, says, link) in [
+        ("fix_limit", "You've used your 5 free fixes", "/billing/upgrade"),
+        ("doc_run_limit", "free doc run", "/billing/upgrade"),
+        ("cycle_limit", "5 free Linear cycles", "/billing/upgrade"),
+        ("repo_limit", "Team connects up to 5 repositories", "/billing/upgrade?tier=business"),
+        ("jira", "Jira comes with Business", "/billing/upgrade?tier=business"),
+    ] {
+        let shown = b
+            .c()
+            .execute(
+                "const el = document.querySelector(`hydra-upgrade-prompt[reason=${arguments[0]}]`);\
+                 const a = el.shadowRoot.querySelector('a');\
+                 return [el.shadowRoot.textContent, a.getAttribute('href'), el.getBoundingClientRect().width, window.innerWidth];",
+                vec![json!(reason)],
+            )
+            .await
+            .unwrap();
+        let text = shown[0].as_str().unwrap();
+        assert!(text.contains(says), "{reason}: {text}");
+        if reason.ends_with("_limit") && reason != "repo_limit" {
+            assert!(text.contains("It resets in 12 days."), "{reason} says when it resets: {text}");
+        }
+        assert_eq!(shown[1], link, "{reason}");
+        assert!(
+            shown[2].as_f64().unwrap() < shown[3].as_f64().unwrap() / 2.0,
+            "{reason} stays beside the feature"
+        );
+    }
+    b.screenshot("variants").await;
+    b.close().await;
+}
