@@ -83,6 +83,14 @@ pub struct BillingState {
     pub manual_contract_ends_at: Option<Timestamp>,
 }
 
+impl BillingState {
+    /// The manual plan (Enterprise or an admin override) while it holds: set, and before its
+    /// contract end if it has one. It then decides the tier whatever Stripe says.
+    pub fn manual_plan_in_force(&self, now: Timestamp) -> Option<Tier> {
+        self.manual_plan_tier.filter(|_| self.manual_contract_ends_at.is_none_or(|end| now < end))
+    }
+}
+
 /// The answer of the rules at one instant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Effective {
@@ -121,15 +129,10 @@ pub fn grace_ends_at(grace_started_at: Timestamp, grace_period_days: i64) -> Tim
 /// design.md's access table. `now` is the instant to judge at: callers pass the frozen
 /// `billing_disabled_since` instead of the clock while the rollback switch is off.
 pub fn effective_tier(state: &BillingState, now: Timestamp, grace_period_days: i64) -> Effective {
-    let mut manual_ended = false;
-    if let Some(tier) = state.manual_plan_tier {
-        match state.manual_contract_ends_at {
-            Some(end) if now >= end => manual_ended = true,
-            end => {
-                return Effective { access_until: end, ..Effective::tier(tier) };
-            }
-        }
+    if let Some(tier) = state.manual_plan_in_force(now) {
+        return Effective { access_until: state.manual_contract_ends_at, ..Effective::tier(tier) };
     }
+    let manual_ended = state.manual_plan_tier.is_some();
     let mut answer = subscription_tier(state, now, grace_period_days);
     if manual_ended && answer.tier == Tier::Free && answer.reason.is_none() {
         answer.reason = Some(LapseReason::ManualPlanEnded);

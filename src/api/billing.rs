@@ -22,6 +22,8 @@ pub struct Status {
     /// Free only: per metric, committed plus open units of the current window.
     pub usage: Option<usage::FreeUsage>,
     pub now: crate::clock::Timestamp,
+    /// A manual plan decides the tier (pages then show it instead of the subscription's fields).
+    pub manual_plan: bool,
 }
 
 impl Status {
@@ -37,7 +39,8 @@ impl Status {
                 Some(usage::FreeUsage { used: usage::Metric::ALL.map(|m| (m, 0)), resets_at: None })
             }
         };
-        Ok(Status { row, effective, usage, now })
+        let manual_plan = billing.manual_plan_in_force(state.access_time()).is_some();
+        Ok(Status { row, effective, usage, now, manual_plan })
     }
 
     /// The subscription columns, shown only while they are what gives the tenant its tier.

@@ -158,9 +158,7 @@ fn notices(state: &AppState, status: &Status) -> Vec<Notice> {
             date(grace_end),
             tier_label(e.tier)
         )));
-    } else if let (Some(until), Some(_)) =
-        (e.access_until, sub.filter(|_| !manual_plan_active(state, status)))
-    {
+    } else if let (Some(until), Some(_), false) = (e.access_until, sub, status.manual_plan) {
         out.push(Notice::info(format!(
             "Your subscription is cancelled. You keep {} until {}, then your team moves to Free.",
             tier_label(e.tier),
@@ -195,12 +193,6 @@ fn notices(state: &AppState, status: &Status) -> Vec<Notice> {
 /// The tenant's status, or the error page to show instead.
 async fn load_status(state: &AppState, auth: &TenantAuth) -> Result<Status, Response> {
     Status::load(state, auth.tenant_id()).await.map_err(|e| error_page(state, &e))
-}
-
-fn manual_plan_active(state: &AppState, status: &Status) -> bool {
-    status.row.as_ref().is_some_and(|r| {
-        r.manual_plan_tier.is_some() && r.manual_contract_ends_at.is_none_or(|end| state.access_time() < end)
-    })
 }
 
 fn tenant_name(status: &Status, auth: &TenantAuth) -> String {
@@ -251,9 +243,10 @@ pub async fn settings(auth: Result<TenantAuth, ApiError>, State(state): State<Ap
         Err(page) => return page,
     };
     let e = &status.effective;
-    let sub = status.subscription();
-    let manual = manual_plan_active(&state, &status);
-    let renewal = sub.filter(|_| !manual).and_then(|r| match e.access_until {
+    let manual = status.manual_plan;
+    // Under a manual plan, Stripe's fields (if any) are not what the tenant has.
+    let sub = status.subscription().filter(|_| !manual);
+    let renewal = sub.and_then(|r| match e.access_until {
         Some(until) => Some(("Access until", date(until))),
         None => r.stripe_current_period_end.map(|end| ("Renews on", date(end))),
     });
@@ -296,7 +289,7 @@ pub async fn settings(auth: Result<TenantAuth, ApiError>, State(state): State<Ap
         notices: notices(&state, &status),
         tier_key: e.tier.as_str(),
         tier_label: tier_label(e.tier),
-        interval_label: sub.filter(|_| !manual).and_then(|r| match r.stripe_interval.as_deref() {
+        interval_label: sub.and_then(|r| match r.stripe_interval.as_deref() {
             Some("year") => Some("Annual"),
             Some("month") => Some("Monthly"),
             _ => None,
@@ -305,7 +298,7 @@ pub async fn settings(auth: Result<TenantAuth, ApiError>, State(state): State<Ap
         manual,
         has_customer: status.row.as_ref().is_some_and(|r| r.stripe_customer_id.is_some()),
         is_admin: auth.require_billing_admin().is_ok(),
-        seats: sub.filter(|_| !manual).and_then(|r| r.stripe_seat_count),
+        seats: sub.and_then(|r| r.stripe_seat_count),
         renewal,
         usage,
         resets_text,
@@ -403,7 +396,7 @@ pub async fn upgrade(
     let live_status = row
         .and_then(|r| r.stripe_subscription_status.as_deref())
         .filter(|s| crate::stripe::is_live_status(s));
-    let mode = if manual_plan_active(&state, &status) {
+    let mode = if status.manual_plan {
         notices.push(Notice::info(
             "Your plan is managed by your Hydra account team; write to them to change it.".into(),
         ));

@@ -222,16 +222,9 @@ impl TestApp {
 
     pub async fn run_job(&self, name: &str) -> u64 {
         let job = hydra_billing::jobs::Job::parse(name).unwrap();
-        let ctx = hydra_billing::jobs::JobContext {
-            db: &self.db,
-            now: self.clock.now(),
-            smtp_url: self.state.config.smtp_url.as_ref(),
-            public_url: &self.state.config.public_url,
-            grace_period_days: self.state.config.grace_period_days,
-            billing_frozen: self.state.billing_disabled_since.is_some(),
-            app: Some(&self.state),
-        };
-        hydra_billing::jobs::run_once(&ctx, job).await.unwrap()
+        hydra_billing::jobs::run_once(&hydra_billing::jobs::JobContext::of_app(&self.state), job)
+            .await
+            .unwrap()
     }
 
     /// Stands in for a provisioned subscription until webhooks write it (stored columns only).
