@@ -431,10 +431,21 @@ async fn run_simulator(addr: std::net::SocketAddr, chaos_seed: Option<u64>) -> a
     let sim = stripe_sim::Simulator::start(addr, settings)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    println!("Stripe simulator listening; point a service at it with:");
-    println!("STRIPE_API_BASE={}", sim.base_url);
+    print_banner(&format!(
+        "Stripe simulator listening; point a service at it with:\nSTRIPE_API_BASE={}\n",
+        sim.base_url
+    ));
     shutdown_signal().await;
     Ok(())
+}
+
+/// What a long-running command (`demo`, `simulate`) prints once it listens: one write, and a closed
+/// stdout is not fatal. `println!` panics on a broken pipe, which killed the demo when whoever
+/// launched it stopped reading after the URL line.
+pub fn print_banner(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 #[cfg(test)]

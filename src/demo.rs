@@ -116,11 +116,13 @@ pub async fn run(port: u16) -> anyhow::Result<()> {
     let server = tokio::spawn(app.run_with_routes(routes, true, shutdown_signal()));
 
     seed(&state, &ctx, &vars).await.context("creating the demo teams")?;
-    println!("hydra-billing demo is running, offline: a built-in Stripe simulator and test cards only.");
-    println!("  Open      {public_url}/");
-    println!("  Database  {} (SQLite, new for this run)", db_path.display());
-    println!("  Stripe    {} (the simulator)", sim.base_url);
-    println!("Press Ctrl-C to stop.");
+    crate::cli::print_banner(&format!(
+        "hydra-billing demo is running, offline: a built-in Stripe simulator and test cards only.\n  \
+         Open      {public_url}/\n  Database  {} (SQLite, new for this run)\n  Stripe    {} (the \
+         simulator)\nPress Ctrl-C to stop.\n",
+        db_path.display(),
+        sim.base_url
+    ));
     let result = server.await.context("the demo server stopped")?;
     drop(sim);
     let _ = std::fs::remove_dir_all(&dir);

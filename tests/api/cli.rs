@@ -199,6 +199,8 @@ async fn demo_serves_a_working_site_with_nothing_configured() {
     use std::io::{BufRead, BufReader};
     let mut child = bin().args(["demo", "--port", "0"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
+    // The reader closes the pipe as soon as it has the URL, like a launcher that stops listening:
+    // the demo must keep serving (a `println!` after the URL line once killed it on EPIPE).
     let base = tokio::task::spawn_blocking(move || {
         BufReader::new(stdout)
             .lines()
