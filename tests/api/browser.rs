@@ -177,8 +177,10 @@ impl Browser {
         std::fs::write(dir.join(format!("{}-{page}.png", self.name)), png).unwrap();
     }
 
-    /// Every visible form control has a label, and the page fits the viewport's width.
+    /// Every visible form control has a label, every visible text meets WCAG AA contrast, and the
+    /// page fits the viewport's width.
     async fn assert_accessible_and_fits(&self) {
+        self.assert_contrast().await;
         let unlabeled = self
             .c()
             .execute(
@@ -195,6 +197,49 @@ impl Browser {
             .await
             .unwrap();
         assert!(overflow.as_i64().unwrap() <= 0, "{} scrolls sideways by {overflow}px", self.path().await);
+    }
+
+    /// WCAG 2.1 AA (1.4.3) on what the page shows: each visible element with text of its own, its
+    /// computed colour against the first opaque background behind it (translucent ones blended in),
+    /// at least 4.5:1, or 3:1 for large text. Disabled controls are exempt, as WCAG allows. Shadow
+    /// roots (the upgrade prompt) are walked too. The pages use flat colours only, no images behind
+    /// text, which is what makes the computed background the real one.
+    async fn assert_contrast(&self) {
+        let failures = self
+            .c()
+            .execute(
+                r#"
+const rgba = c => { const m = c.match(/[\d.]+/g).map(Number); return [m[0], m[1], m[2], m.length > 3 ? m[3] : 1]; };
+const over = (top, under) => [0, 1, 2].map(i => top[i] * top[3] + under[i] * (1 - top[3])).concat([1]);
+const lum = c => { const v = c.slice(0, 3).map(x => { x /= 255; return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); }); return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
+const up = e => e.parentElement || (e.getRootNode() instanceof ShadowRoot ? e.getRootNode().host : null);
+const background = e => {
+  const layers = [];
+  for (let n = e; n; n = up(n)) { const b = rgba(getComputedStyle(n).backgroundColor); if (b[3] > 0) { layers.push(b); if (b[3] === 1) break; } }
+  return layers.reverse().reduce((under, top) => over(top, under), [255, 255, 255, 1]);
+};
+const all = [];
+const walk = root => root.querySelectorAll('*').forEach(e => { all.push(e); if (e.shadowRoot) walk(e.shadowRoot); });
+walk(document);
+const out = [];
+for (const e of all) {
+  if (e.matches(':disabled') || e.closest(':disabled')) continue;
+  const own = [...e.childNodes].filter(n => n.nodeType === 3).map(n => n.textContent.trim()).join(' ').trim();
+  if (!own || e.getClientRects().length === 0) continue;
+  const s = getComputedStyle(e);
+  if (s.visibility !== 'visible' || Number(s.opacity) === 0) continue;
+  const bg = background(e), fg = over(rgba(s.color), bg);
+  const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+  const ratio = (a + 0.05) / (b + 0.05);
+  const size = parseFloat(s.fontSize), large = size >= 24 || (size >= 18.66 && Number(s.fontWeight) >= 700);
+  if (ratio < (large ? 3 : 4.5)) out.push(`${own.slice(0, 40)}: ${ratio.toFixed(2)}:1 (${s.color} on rgb(${bg.slice(0, 3).map(Math.round)}))`);
+}
+return out;"#,
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(failures, json!([]), "text below WCAG AA contrast on {}", self.path().await);
     }
 
     async fn close(mut self) {
@@ -223,10 +268,22 @@ async fn choose(b: &Browser, tier: &str, annual: bool, seats: &str) {
     input.send_keys(seats).await.unwrap();
 }
 
-/// On the simulator's Checkout page: picks `card`, pays, passes 3-D Secure when asked.
+/// On the simulator's Checkout page: picks `card` and pays, then waits until that page is gone,
+/// so that what the test reads next is the page the payment led to (3-D Secure's challenge keeps
+/// the same path, so the path alone cannot tell; reading too early met a stale element).
 async fn pay_at_checkout(b: &Browser, card: &str) {
     b.find(&format!("input[name=card][value={card}]")).await.click().await.unwrap();
-    b.click("button[type=submit]").await;
+    let pay = b.find("button[type=submit]").await;
+    pay.click().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while pay.tag_name().await.is_ok() {
+        assert!(Instant::now() < deadline, "the Checkout page never moved on after paying");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while !b.ready().await {
+        assert!(Instant::now() < deadline, "the page after Checkout never finished loading");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -501,6 +558,7 @@ async fn every_upgrade_prompt_variant_renders_beside_the_feature_with_its_own_co
             "{reason} stays beside the feature"
         );
     }
+    b.assert_accessible_and_fits().await;
     b.screenshot("variants").await;
     b.close().await;
 }
