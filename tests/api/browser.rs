@@ -6,7 +6,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
+use fantoccini::actions::{
+    InputSource, KeyAction, KeyActions, MOUSE_BUTTON_LEFT, MouseActions, PointerAction,
+};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -181,6 +183,7 @@ impl Browser {
     /// page fits the viewport's width.
     async fn assert_accessible_and_fits(&self) {
         self.assert_contrast().await;
+        self.assert_focus_visible().await;
         let unlabeled = self
             .c()
             .execute(
@@ -240,6 +243,51 @@ return out;"#,
             .await
             .unwrap();
         assert_eq!(failures, json!([]), "text below WCAG AA contrast on {}", self.path().await);
+    }
+
+    /// Keyboard only: Tab walks every focusable control on the page (into the prompt's shadow roots
+    /// too) and each one shows a focus ring of at least 2px when it gets there. Stops when focus
+    /// comes back round to a control already seen.
+    async fn assert_focus_visible(&self) {
+        self.c()
+            .execute(
+                "document.activeElement && document.activeElement.blur(); window.__tabbed = new Set();",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let mut reached = 0;
+        for _ in 0..80 {
+            let tab = KeyActions::new("keyboard".into())
+                .then(KeyAction::Down { value: '\u{E004}' })
+                .then(KeyAction::Up { value: '\u{E004}' });
+            self.c().perform_actions(tab).await.unwrap();
+            let focused = self
+                .c()
+                .execute(
+                    "let a = document.activeElement;\
+                     while (a && a.shadowRoot && a.shadowRoot.activeElement) a = a.shadowRoot.activeElement;\
+                     if (!a || a === document.body) return null;\
+                     if (window.__tabbed.has(a)) return 'again';\
+                     window.__tabbed.add(a);\
+                     const s = getComputedStyle(a);\
+                     return [a.outerHTML.slice(0, 80), s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2];",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            match focused {
+                Value::Array(f) => {
+                    reached += 1;
+                    assert_eq!(f[1], json!(true), "no visible focus on {} at {}", f[0], self.path().await);
+                }
+                // Past the last control Chromium's focus leaves the page, then starts over.
+                Value::Null if reached == 0 => {}
+                _ => break,
+            }
+        }
+        assert!(reached > 0, "Tab reaches no control on {}", self.path().await);
+        self.c().execute("document.activeElement && document.activeElement.blur();", vec![]).await.unwrap();
     }
 
     async fn close(mut self) {
