@@ -49,22 +49,33 @@
     el.textContent = "";
   }
 
+  // Buttons whose call is in flight (or which navigated away): nothing else may re-enable them.
+  const busy = new WeakSet();
+
   // A button that works once at a time: disabled from the first click until the call ends, so a
   // double click can never send two requests.
   function busyButton(button, busyLabel, work) {
     const label = button.textContent;
     button.addEventListener("click", async (event) => {
       event.preventDefault();
-      if (button.disabled) return;
+      if (button.disabled || busy.has(button)) return;
+      busy.add(button);
       button.disabled = true;
       button.textContent = busyLabel;
       const keepDisabled = await work().catch(() => false);
       if (!keepDisabled) {
+        busy.delete(button);
         button.disabled = false;
         button.textContent = label;
       }
     });
   }
+
+  // Back from Checkout or the portal, a page restored from the back/forward cache would keep its
+  // buttons busy forever: load it afresh instead (these pages are never cached otherwise).
+  window.addEventListener("pageshow", (event) => {
+    if (event.persisted) window.location.reload();
+  });
 
   // Settings: "Manage subscription" asks for a new portal session on every click.
   function settingsPage() {
@@ -129,7 +140,7 @@
       } else {
         total.textContent = "";
       }
-      button.disabled = !allowed || !paid || quantity === null;
+      button.disabled = busy.has(button) || !allowed || !paid || quantity === null;
     }
 
     form.addEventListener("input", update);
@@ -179,9 +190,13 @@
           lines.append(row);
         }
         $("preview-total").textContent = dollars(quote.amount_due || 0);
-        const expires = new Date(quote.expires_at);
-        $("preview-expiry").textContent = isNaN(expires) ? "" :
-          `This price holds until ${expires.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}.`;
+        // Counted from now on this browser's clock, not from the server's timestamp: the two
+        // clocks can disagree (the demo's server runs days ahead).
+        const ttl = Number(preview.dataset.ttlSecs) || 0;
+        const until = new Date(Date.now() + ttl * 1000);
+        $("preview-expiry").textContent = ttl <= 0 ? "" :
+          `This price holds for ${Math.round(ttl / 60)} minutes, until ` +
+          `${until.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}.`;
         preview.hidden = false;
         preview.focus();
       } catch (e) {
@@ -267,7 +282,18 @@
     poll();
   }
 
-  const pages = { settings: settingsPage, upgrade: upgradePage, success: successPage };
+  // Demo controls: plain form posts, each sent once. A double click on "Go to the next renewal"
+  // would otherwise post twice and move the clock two periods.
+  function demoPage() {
+    for (const form of document.querySelectorAll("form")) {
+      form.addEventListener("submit", (event) => {
+        if (form.dataset.sent) event.preventDefault();
+        form.dataset.sent = "1";
+      });
+    }
+  }
+
+  const pages = { settings: settingsPage, upgrade: upgradePage, success: successPage, demo: demoPage };
   const run = pages[document.body.dataset.page];
   if (run) run();
 })();

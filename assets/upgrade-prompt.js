@@ -6,21 +6,24 @@
     fix_limit: {
       title: "You've used your 5 free fixes",
       body: "Fixes come back when your 30-day window resets.",
+      resets: true,
       gain: "Team and Business run unlimited fixes.",
     },
     doc_run_limit: {
       title: "You've used this window's free doc run",
       body: "Your next doc run is free once the 30-day window resets.",
+      resets: true,
       gain: "Team and Business run unlimited doc runs.",
     },
     cycle_limit: {
       title: "You've used your 5 free Linear cycles",
       body: "Cycles come back when your 30-day window resets.",
+      resets: true,
       gain: "Team and Business run unlimited Linear cycles.",
     },
     repo_limit: {
       title: "Team connects up to 5 repositories",
-      body: "Your 5 connected repositories keep working.",
+      body: "The repositories you've connected keep working.",
       gain: "Business connects as many repositories as you need.",
       tier: "business",
     },
@@ -31,6 +34,10 @@
       tier: "business",
     },
   };
+
+  // The API's own names work too, so Hydra can pass a 402's `metric` (free_tier_limit_reached)
+  // or `feature` (feature_not_in_plan, access) straight through.
+  const ALIASES = { fix: "fix_limit", doc_run: "doc_run_limit", linear_cycle: "cycle_limit", connected_repos: "repo_limit" };
 
   const STYLE = `
     :host { display: inline-block; max-width: 28rem; font: 14px/1.4 system-ui, sans-serif; }
@@ -53,10 +60,15 @@
     connectedCallback() { this.render(); }
     attributeChangedCallback() { this.render(); }
     render() {
-      const copy = COPY[this.getAttribute("reason")];
+      const reason = this.getAttribute("reason");
+      const copy = COPY[ALIASES[reason] || reason];
       const root = this.shadowRoot || this.attachShadow({ mode: "open" });
       root.replaceChildren();
-      if (!copy) return;
+      if (!copy) {
+        // Nothing shown beats a wrong message, but whoever wrote the page should hear of it.
+        if (reason !== null) console.warn(`hydra-upgrade-prompt: unknown reason "${reason}"`);
+        return;
+      }
       const style = document.createElement("style");
       style.textContent = STYLE;
       const box = document.createElement("div");
@@ -66,7 +78,7 @@
       title.className = "title";
       title.textContent = copy.title;
       const body = document.createElement("p");
-      body.textContent = [copy.body, this.getAttribute("reason").endsWith("_limit") ? when(this.getAttribute("resets-at")) : ""]
+      body.textContent = [copy.body, copy.resets ? when(this.getAttribute("resets-at")) : ""]
         .filter(Boolean).join(" ");
       const gain = document.createElement("p");
       gain.textContent = copy.gain;

@@ -54,6 +54,9 @@ const TEAMS: [DemoTeam; 3] = [
 struct DemoCtx {
     /// The one test clock every demo customer lives on.
     test_clock: String,
+    /// One clock move at a time: a second one while the first advances would read a stale renewal
+    /// date or meet Stripe's "clock is advancing" refusal.
+    travel: tokio::sync::Mutex<()>,
 }
 
 /// Runs the demo on `port` (0 for any) until Ctrl-C.
@@ -105,7 +108,10 @@ pub async fn run(port: u16) -> anyhow::Result<()> {
             None,
         )
         .await?;
-    let ctx = Arc::new(DemoCtx { test_clock: test_clock["id"].as_str().unwrap_or_default().to_owned() });
+    let ctx = Arc::new(DemoCtx {
+        test_clock: test_clock["id"].as_str().unwrap_or_default().to_owned(),
+        travel: tokio::sync::Mutex::new(()),
+    });
     let routes = Router::new()
         .route("/", get(|| async { Redirect::to("/demo") }))
         .route("/demo", get(demo_page))
@@ -185,6 +191,8 @@ async fn seed(
                             ("items[0][price]", price),
                             ("items[0][quantity]", &seats.to_string()),
                             ("metadata[hydra_tenant_id]", team.id),
+                            // As Checkout does (design.md): every subscription is classic.
+                            ("billing_mode[type]", "classic"),
                         ]),
                         None,
                     )
@@ -314,6 +322,7 @@ async fn move_clock(
     let Some(team) = team(&form.tenant) else {
         return render_demo(&state, StatusCode::NOT_FOUND, Some("There is no such demo team.".into())).await;
     };
+    let _one_at_a_time = ctx.travel.lock().await;
     match travel_for(&state, &ctx, team, form.action.as_deref().unwrap_or("day")).await {
         Ok(()) => sign_in(&state, team),
         Err(e) => render_demo(&state, StatusCode::CONFLICT, Some(format!("{e:#}"))).await,

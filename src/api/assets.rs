@@ -48,14 +48,14 @@ pub struct SessionForm {
 }
 
 /// Only a path on this site: `/x`, never `//host` or `/\host` (which browsers read as another
-/// site), so the redirect can never lead elsewhere.
+/// site). Browsers also drop tabs and newlines from a URL and read `\` as `/`, so `/\t/host`
+/// would become `//host`: no control character, whitespace or backslash is allowed anywhere.
 fn relative_path(next: Option<&str>) -> &str {
     match next {
         Some(p)
             if p.starts_with('/')
                 && !p.starts_with("//")
-                && !p.starts_with("/\\")
-                && !p.contains(['\r', '\n']) =>
+                && !p.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\\') =>
         {
             p
         }
@@ -108,9 +108,16 @@ mod tests {
     #[test]
     fn only_paths_on_this_site_are_followed() {
         assert_eq!(relative_path(Some("/billing/upgrade?x=1")), "/billing/upgrade?x=1");
-        for elsewhere in
-            ["https://evil.example", "//evil.example", "/\\evil.example", "billing", "/a\r\nSet-Cookie: x"]
-        {
+        for elsewhere in [
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "billing",
+            "/a\r\nSet-Cookie: x",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
+        ] {
             assert_eq!(relative_path(Some(elsewhere)), "/billing", "{elsewhere:?}");
         }
         assert_eq!(relative_path(None), "/billing");

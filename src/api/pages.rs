@@ -228,7 +228,7 @@ struct SettingsPage {
     has_customer: bool,
     is_admin: bool,
     seats: Option<i64>,
-    /// ("Renews on" | "Access until", the date).
+    /// ("Renews on" | "Access until" | "Pay by", the date).
     renewal: Option<(&'static str, String)>,
     usage: Vec<UsageBar>,
     resets_text: String,
@@ -246,9 +246,12 @@ pub async fn settings(auth: Result<TenantAuth, ApiError>, State(state): State<Ap
     let manual = status.manual_plan;
     // Under a manual plan, Stripe's fields (if any) are not what the tenant has.
     let sub = status.subscription().filter(|_| !manual);
-    let renewal = sub.and_then(|r| match e.access_until {
-        Some(until) => Some(("Access until", date(until))),
-        None => r.stripe_current_period_end.map(|end| ("Renews on", date(end))),
+    // In a grace period the date that matters is the one to pay by: "Access until" would read as
+    // a cancellation, and "Renews on" would promise a renewal that depends on that payment.
+    let renewal = sub.and_then(|r| match (e.grace_ends_at, e.access_until) {
+        (Some(grace_end), _) => Some(("Pay by", date(grace_end))),
+        (None, Some(until)) => Some(("Access until", date(until))),
+        (None, None) => r.stripe_current_period_end.map(|end| ("Renews on", date(end))),
     });
     let usage: Vec<UsageBar> = status
         .usage
@@ -373,6 +376,9 @@ struct UpgradePage {
     can_checkout: bool,
     can_upgrade: bool,
     business_gain: &'static str,
+    /// How long a previewed price holds. The page says it as a duration from when the preview
+    /// arrived: the browser's clock need not match ours (the demo's runs days ahead).
+    quote_ttl_secs: i64,
 }
 
 /// `GET /billing/upgrade[?tier=team|business&interval=month|year&seats=N&repos=N]`.
@@ -456,6 +462,7 @@ pub async fn upgrade(
         can_checkout: is_admin && !frozen,
         can_upgrade: is_admin && !frozen && e.tier == Tier::Team,
         business_gain: BUSINESS_GAIN,
+        quote_ttl_secs: crate::quotes::QUOTE_TTL_SECS,
     };
     render(StatusCode::OK, &page)
 }
@@ -476,6 +483,8 @@ struct SuccessPage {
     poll_ms: u64,
     give_up_ms: u64,
     reference: String,
+    /// Stripe said the session is paid; when it could not be asked, the page does not claim it.
+    confirmed: bool,
 }
 
 /// `GET /billing/success?session_id=cs_…&plan=team|business`: Checkout's return. Confirms the
@@ -496,7 +505,14 @@ pub async fn success(
             Some(("/billing", "Go to Plan & usage")),
         );
     };
-    match crate::checkout::session_status(&state, auth.tenant_id(), &session_id).await {
+    // The lookup is a Stripe call, so it spends the tenant's budget like the API's; once that is
+    // spent (someone reloading), the page skips the lookup and polls our own status instead.
+    let lookup = match state.tenant_limiter.check(auth.tenant_id(), state.clock.now()) {
+        Ok(()) => crate::checkout::session_status(&state, auth.tenant_id(), &session_id).await,
+        Err(e) => Err(e),
+    };
+    let confirmed = lookup.is_ok();
+    match lookup {
         Ok(_) => {}
         Err(ApiError::Conflict { .. }) => {
             return message(
@@ -508,8 +524,8 @@ pub async fn success(
             );
         }
         Err(e @ (ApiError::NotFound(_) | ApiError::InvalidRequest(_))) => return error_page(&state, &e),
-        // Stripe unreachable or busy: the payment may well have gone through, and the status
-        // the page polls is ours, so the page still waits for the plan.
+        // Stripe unreachable or busy, or the tenant's budget spent: the payment may well have gone
+        // through, and the status the page polls is ours, so the page still waits for the plan.
         Err(e) => tracing::warn!(error = %e, "the checkout lookup failed; the success page polls anyway"),
     }
     // The plan chosen, as Checkout's return link carries it; the script replaces it with the
@@ -527,6 +543,7 @@ pub async fn success(
         poll_ms: SUCCESS_POLL_MS,
         give_up_ms: SUCCESS_GIVE_UP_MS,
         reference: session_id,
+        confirmed,
     };
     render(StatusCode::OK, &page)
 }

@@ -123,6 +123,18 @@ impl Browser {
         self.find(css).await.click().await.unwrap();
     }
 
+    /// A real double click: two presses in one WebDriver action chain, as fast as a hand can.
+    async fn double_click(&self, css: &str) {
+        let element = self.find(css).await;
+        let double = MouseActions::new("mouse".into())
+            .then(PointerAction::MoveToElement { element, duration: None, x: 0.0, y: 0.0 })
+            .then(PointerAction::Down { button: MOUSE_BUTTON_LEFT })
+            .then(PointerAction::Up { button: MOUSE_BUTTON_LEFT })
+            .then(PointerAction::Down { button: MOUSE_BUTTON_LEFT })
+            .then(PointerAction::Up { button: MOUSE_BUTTON_LEFT });
+        self.c().perform_actions(double).await.unwrap();
+    }
+
     async fn path(&self) -> String {
         self.c().current_url().await.unwrap().path().to_owned()
     }
@@ -307,6 +319,14 @@ async fn site_with_team(tenant: &str, name: &str) -> WithStripe {
     s
 }
 
+/// A free team, and a browser signed in as it (on its settings page).
+async fn free_team_signed_in(tenant: &str, name: &str, shots: &'static str) -> (WithStripe, Browser) {
+    let s = site_with_team(tenant, name).await;
+    let b = browser(&s.app.base, shots).await;
+    b.sign_in(&s.app.tenant_token(tenant)).await;
+    (s, b)
+}
+
 /// Tier, interval and seats on the upgrade page, checked against the computed price.
 async fn choose(b: &Browser, tier: &str, annual: bool, seats: &str) {
     b.click(&format!("input[name=tier][value={tier}]")).await;
@@ -336,9 +356,7 @@ async fn pay_at_checkout(b: &Browser, card: &str) {
 
 #[tokio::test]
 async fn a_free_team_upgrades_to_team_annual_with_3_seats_and_sees_it_everywhere() {
-    let s = site_with_team("acme", "Acme Robotics").await;
-    let b = browser(&s.app.base, "upgrade").await;
-    b.sign_in(&s.app.tenant_token("acme")).await;
+    let (s, b) = free_team_signed_in("acme", "Acme Robotics", "upgrade").await;
     assert_eq!(b.text("[data-testid=plan-badge]").await, "Free");
     b.screenshot("settings-free").await;
 
@@ -373,12 +391,9 @@ async fn a_free_team_upgrades_to_team_annual_with_3_seats_and_sees_it_everywhere
     assert_eq!(b.text("[data-testid=interval-badge]").await, "Annual");
     assert_eq!(b.text("[data-testid=seats]").await, "3");
     let row = s.app.tenant("acme").await;
-    let renews = hydra_billing::clock::rfc3339(row.stripe_current_period_end.unwrap());
     assert_eq!(row.stripe_interval.as_deref(), Some("year"));
-    assert!(
-        b.text("[data-testid=renewal]").await.ends_with(&renews[..4]),
-        "renewal shows the year of {renews}"
-    );
+    let renews = chrono::DateTime::from_timestamp(row.stripe_current_period_end.unwrap(), 0).unwrap();
+    assert_eq!(b.text("[data-testid=renewal]").await, renews.format("%-d %B %Y").to_string());
     b.assert_accessible_and_fits().await;
     b.screenshot("settings-team").await;
     b.close().await;
@@ -386,9 +401,7 @@ async fn a_free_team_upgrades_to_team_annual_with_3_seats_and_sees_it_everywhere
 
 #[tokio::test]
 async fn the_3ds_card_path_authenticates_on_checkout_then_provisions_business() {
-    let s = site_with_team("tds", "Three D").await;
-    let b = browser(&s.app.base, "3ds").await;
-    b.sign_in(&s.app.tenant_token("tds")).await;
+    let (s, b) = free_team_signed_in("tds", "Three D", "3ds").await;
     b.goto("/billing/upgrade?tier=business").await;
     assert!(b.find("input[name=tier][value=business]").await.is_selected().await.unwrap());
     // Keyboard only: Enter in the seats field submits the form through the same button.
@@ -417,18 +430,9 @@ async fn sessions_of(s: &WithStripe, customer: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_double_click_on_checkout_creates_one_session() {
-    let s = site_with_team("dbl", "Double").await;
-    let b = browser(&s.app.base, "double-click").await;
-    b.sign_in(&s.app.tenant_token("dbl")).await;
+    let (s, b) = free_team_signed_in("dbl", "Double", "double-click").await;
     b.goto("/billing/upgrade").await;
-    let button = b.find("#checkout").await;
-    let double = MouseActions::new("mouse".into())
-        .then(PointerAction::MoveToElement { element: button, duration: None, x: 0.0, y: 0.0 })
-        .then(PointerAction::Down { button: MOUSE_BUTTON_LEFT })
-        .then(PointerAction::Up { button: MOUSE_BUTTON_LEFT })
-        .then(PointerAction::Down { button: MOUSE_BUTTON_LEFT })
-        .then(PointerAction::Up { button: MOUSE_BUTTON_LEFT });
-    b.c().perform_actions(double).await.unwrap();
+    b.double_click("#checkout").await;
     b.wait_for_checkout().await;
     let customer = s.app.tenant("dbl").await.stripe_customer_id.expect("checkout made a customer");
     let sessions = sessions_of(&s, &customer).await;
@@ -437,11 +441,37 @@ async fn a_double_click_on_checkout_creates_one_session() {
     b.close().await;
 }
 
+/// Each edit of the form recomputes the price and whether the button may be pressed; while
+/// Checkout is being opened that must not bring the button back for a second session.
+#[tokio::test]
+async fn changing_the_seats_while_checkout_opens_cannot_send_a_second_one() {
+    let (s, b) = free_team_signed_in("edit", "Edits", "edit-while-busy").await;
+    b.goto("/billing/upgrade").await;
+    // The page's own calls are held for 3 s, so the edit lands while the first is in flight.
+    b.c()
+        .execute(
+            "const f = window.fetch; window.fetch = (...a) => new Promise(r => setTimeout(r, 3000)).then(() => f(...a));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.click("#checkout").await;
+    let seats = b.find("#seats").await;
+    seats.clear().await.unwrap();
+    seats.send_keys("10").await.unwrap();
+    let total = b.text("#total").await;
+    assert!(total.starts_with("10 × "), "the price follows the edit: {total}");
+    assert!(!b.find("#checkout").await.is_enabled().await.unwrap(), "the button stays disabled");
+    b.click("#checkout").await;
+    b.wait_for_checkout().await;
+    let customer = s.app.tenant("edit").await.stripe_customer_id.expect("checkout made a customer");
+    assert_eq!(sessions_of(&s, &customer).await.len(), 1);
+    b.close().await;
+}
+
 #[tokio::test]
 async fn a_backend_error_shows_its_own_message_and_the_button_comes_back() {
-    let mut s = site_with_team("err", "Errors").await;
-    let b = browser(&s.app.base, "error").await;
-    b.sign_in(&s.app.tenant_token("err")).await;
+    let (mut s, b) = free_team_signed_in("err", "Errors", "error").await;
     b.goto("/billing/upgrade").await;
     // Stripe goes away: checkout answers 503 stripe_unavailable.
     drop(s.simulator.take());
@@ -485,27 +515,26 @@ async fn the_free_settings_page_shows_three_bars_with_the_right_numbers() {
     b.close().await;
 }
 
-#[tokio::test]
-async fn a_subscriber_previews_a_seat_change_and_pays_exactly_the_preview() {
-    let s = spawn_site().await;
-    let (customer, _) = s.tenant_with_customer("sub", "pm_card_visa").await;
-    s.subscribe(&customer, &s.prices.team_monthly, "3").await;
-    s.settle("sub", "subscribed", |r| r.plan_tier == "team").await;
-    let b = browser(&s.app.base, "seats").await;
-    b.sign_in(&s.app.tenant_token("sub")).await;
-    b.goto("/billing/upgrade").await;
-    let seats = b.find("#new-seats").await;
-    seats.clear().await.unwrap();
-    seats.send_keys("5").await.unwrap();
-    b.click("#preview-seats").await;
+/// After a preview was asked for: the quote shows with its lines and how long it holds; Confirm
+/// charges exactly the amount shown, on one invoice, and the change reaches the tenant's row.
+async fn confirm_pays_exactly_the_preview(
+    b: &Browser,
+    s: &WithStripe,
+    (tenant, customer): (&str, &str),
+    what: &'static str,
+    applied: impl Fn(&hydra_billing::tenants::TenantRow) -> bool,
+) {
     b.wait_visible("#preview", Duration::from_secs(10)).await;
     let shown = b.text("#preview-total").await;
-    b.screenshot("preview").await;
     assert!(b.text("#preview-lines").await.lines().count() >= 2, "proration lines are listed");
+    let expiry = b.text("#preview-expiry").await;
+    assert!(expiry.starts_with("This price holds for 10 minutes, until "), "{expiry}");
+    b.assert_accessible_and_fits().await;
+    b.screenshot(&format!("preview-{what}")).await;
     b.click("#confirm").await;
     b.wait_visible("#change-done", Duration::from_secs(10)).await;
-    s.settle("sub", "seats applied", |r| r.stripe_seat_count == Some(5)).await;
-    let invoices = s.get("/v1/invoices", &[("customer", &customer)]).await;
+    s.settle(tenant, what, applied).await;
+    let invoices = s.get("/v1/invoices", &[("customer", customer)]).await;
     let change: Vec<&Value> = invoices["data"]
         .as_array()
         .unwrap()
@@ -514,7 +543,48 @@ async fn a_subscriber_previews_a_seat_change_and_pays_exactly_the_preview() {
         .collect();
     assert_eq!(change.len(), 1, "one invoice for the change: {invoices}");
     let charged = change[0]["amount_due"].as_i64().unwrap();
+    assert!(charged > 0, "{what} costs something now");
     assert_eq!(shown, hydra_billing::money::dollars(charged), "the preview is what was charged");
+}
+
+/// A tenant on Team monthly with `seats`, paid with 4242, signed in on the upgrade page.
+async fn team_subscriber_on_the_upgrade_page(
+    tenant: &str,
+    seats: &str,
+    name: &'static str,
+) -> (WithStripe, Browser, String) {
+    let s = spawn_site().await;
+    let (customer, _) = s.tenant_with_customer(tenant, "pm_card_visa").await;
+    s.subscribe(&customer, &s.prices.team_monthly, seats).await;
+    s.settle(tenant, "subscribed", |r| r.plan_tier == "team").await;
+    let b = browser(&s.app.base, name).await;
+    b.sign_in(&s.app.tenant_token(tenant)).await;
+    b.goto("/billing/upgrade").await;
+    (s, b, customer)
+}
+
+#[tokio::test]
+async fn a_subscriber_previews_a_seat_change_and_pays_exactly_the_preview() {
+    let (s, b, customer) = team_subscriber_on_the_upgrade_page("sub", "3", "seats").await;
+    let seats = b.find("#new-seats").await;
+    seats.clear().await.unwrap();
+    seats.send_keys("5").await.unwrap();
+    b.click("#preview-seats").await;
+    confirm_pays_exactly_the_preview(&b, &s, ("sub", &customer), "seats", |r| r.stripe_seat_count == Some(5))
+        .await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_team_subscriber_previews_business_and_pays_exactly_the_preview() {
+    let (s, b, customer) = team_subscriber_on_the_upgrade_page("biz", "2", "to-business").await;
+    b.click("#preview-upgrade").await;
+    confirm_pays_exactly_the_preview(&b, &s, ("biz", &customer), "business", |r| {
+        r.plan_tier == "business" && r.stripe_seat_count == Some(2)
+    })
+    .await;
+    b.goto("/billing").await;
+    assert_eq!(b.text("[data-testid=plan-badge]").await, "Business");
     b.close().await;
 }
 
@@ -568,7 +638,9 @@ async fn after_30_seconds_without_the_plan_the_success_page_says_what_to_do() {
     let waited = opened.elapsed();
     assert!(waited >= Duration::from_secs(29), "gave up after only {waited:?}");
     assert!(b.hidden("#progress").await, "the spinner stops");
-    assert!(b.text("#slow").await.contains(&session), "the message quotes the checkout reference");
+    let slow = b.text("#slow").await;
+    assert!(slow.contains(&session), "the message quotes the checkout reference");
+    assert!(slow.contains("we couldn't reach Stripe"), "no claim the payment went through: {slow}");
     b.screenshot("success-slow").await;
     b.close().await;
 }
@@ -606,7 +678,63 @@ async fn every_upgrade_prompt_variant_renders_beside_the_feature_with_its_own_co
             "{reason} stays beside the feature"
         );
     }
+    // The API's own names (a 402's `metric` or `feature`) give the same prompt; an unknown reason
+    // shows nothing rather than a wrong message.
+    for (reason, same_as) in [
+        ("fix", "fix_limit"),
+        ("doc_run", "doc_run_limit"),
+        ("linear_cycle", "cycle_limit"),
+        ("connected_repos", "repo_limit"),
+        ("nonsense", ""),
+    ] {
+        let texts = b
+            .c()
+            .execute(
+                "const make = r => { const el = document.createElement('hydra-upgrade-prompt');\
+                   el.setAttribute('reason', r); el.setAttribute('resets-at', new Date(Date.now() + 5 * 86400000).toISOString());\
+                   document.body.append(el); const t = el.shadowRoot.textContent; el.remove(); return t; };\
+                 return [make(arguments[0]), arguments[1] ? make(arguments[1]) : ''];",
+                vec![json!(reason), json!(same_as)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(texts[0], texts[1], "{reason} reads as {same_as:?}");
+        if same_as == "repo_limit" {
+            assert!(!texts[0].as_str().unwrap().contains("resets"), "repositories do not reset: {texts}");
+        }
+    }
     b.assert_accessible_and_fits().await;
     b.screenshot("variants").await;
+    b.close().await;
+}
+
+/// The demo as a newcomer meets it (`hydra-billing demo`, nothing configured): the controls page
+/// passes the same accessibility checks, a double click on a clock button moves time once, and the
+/// team's billing page follows.
+#[tokio::test]
+async fn the_demo_controls_work_in_a_browser_and_a_double_click_moves_time_once() {
+    let demo = crate::helpers::spawn_demo().await;
+    let b = browser(&demo.base, "demo").await;
+    b.goto("/demo").await;
+    assert!(b.text("[data-testid=summary-globex]").await.starts_with("Team, 3 seats"));
+    b.assert_accessible_and_fits().await;
+    b.screenshot("controls").await;
+
+    b.find("#clock-tenant").await.select_by_value("globex").await.unwrap();
+    b.double_click("button[name=action][value=renewal]").await;
+    b.wait_for_path("/billing").await;
+    assert_eq!(b.text("[data-testid=plan-badge]").await, "Team");
+    b.screenshot("after-renewal").await;
+
+    b.goto("/demo").await;
+    let now = b.text("[data-testid=demo-now]").await;
+    let ahead = b.text("#clock-heading + p").await;
+    let days: i64 = ahead
+        .split(", ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no days-ahead count in {ahead:?}"));
+    assert!((27..=31).contains(&days), "one monthly renewal, not two: {days} days ahead ({now})");
     b.close().await;
 }

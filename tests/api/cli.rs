@@ -196,29 +196,8 @@ fn stripe_sim_runs_the_simulator_alone() {
 /// site works end to end, with its teams, the dev sign-in and the clock controls.
 #[tokio::test]
 async fn demo_serves_a_working_site_with_nothing_configured() {
-    use std::io::{BufRead, BufReader};
-    let mut child = bin().args(["demo", "--port", "0"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    // The reader closes the pipe as soon as it has the URL, like a launcher that stops listening:
-    // the demo must keep serving (a `println!` after the URL line once killed it on EPIPE).
-    let base = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|l| l.trim().strip_prefix("Open").map(|u| u.trim().trim_end_matches('/').to_owned()))
-    })
-    .await
-    .unwrap()
-    .expect("demo prints the URL to open");
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _child = Kill(child);
-    hydra_billing::stripe::install_crypto_provider();
+    let site = crate::helpers::spawn_demo().await;
+    let base = site.base.clone();
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let r = client.get(format!("{base}/")).send().await.unwrap();
     assert_eq!(r.headers()["location"], "/demo");

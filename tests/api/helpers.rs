@@ -553,7 +553,12 @@ impl WithStripe {
     pub async fn subscribe(&self, customer: &str, price: &str, quantity: &str) -> Value {
         self.post(
             "/v1/subscriptions",
-            &[("customer", customer), ("items[0][price]", price), ("items[0][quantity]", quantity)],
+            &[
+                ("customer", customer),
+                ("items[0][price]", price),
+                ("items[0][quantity]", quantity),
+                ("billing_mode[type]", "classic"),
+            ],
         )
         .await
     }
@@ -670,4 +675,43 @@ impl TestApp {
         .unwrap();
         format!("{row:?}\n{audit:?}\n{emails:?}")
     }
+}
+
+/// `hydra-billing demo --port 0`, as a newcomer runs it: no environment at all. Killed on drop.
+pub struct Demo {
+    pub base: String,
+    child: std::process::Child,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn spawn_demo() -> Demo {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hydra-billing"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args(["demo", "--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // The reader closes the pipe as soon as it has the URL, like a launcher that stops listening:
+    // the demo must keep serving (a `println!` after the URL line once killed it on EPIPE).
+    let base = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.trim().strip_prefix("Open").map(|u| u.trim().trim_end_matches('/').to_owned()))
+    })
+    .await
+    .unwrap();
+    let demo = Demo { base: base.unwrap_or_default(), child };
+    assert!(!demo.base.is_empty(), "demo prints the URL to open");
+    hydra_billing::stripe::install_crypto_provider();
+    demo
 }

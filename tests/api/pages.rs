@@ -185,6 +185,7 @@ async fn a_paid_page_shows_plan_seats_renewal_and_notices_with_dates() {
             || html.contains("Your last payment didn't go through")
     );
     assert!(html.contains("before 8 January 2026 to keep Team"), "{html}");
+    assert!(html.contains("Pay by</dt><dd data-testid=\"renewal\">8 January 2026</dd>"), "{html}");
 
     // A cancellation: access until the period end, said with its date.
     app.exec(
@@ -259,30 +260,61 @@ async fn a_subscriber_or_a_managed_plan_gets_the_right_upgrade_page() {
     assert!(html.contains(r#"data-testid="plan-badge">Enterprise</span>"#));
 }
 
+/// Starts a Checkout for `tenant` (left open) and answers its session id and its success page path.
+async fn open_checkout(s: &crate::helpers::WithStripe, tenant: &str) -> (String, String) {
+    let body = json!({"price_id": s.prices.team_monthly, "quantity": 1});
+    let started = crate::helpers::json(
+        s.call(reqwest::Method::POST, "/api/billing/checkout", tenant, Some(body)).await,
+    )
+    .await;
+    let session = started["session_id"].as_str().unwrap().to_owned();
+    let path = format!("/billing/success?session_id={session}&plan=team");
+    (session, path)
+}
+
 #[tokio::test]
 async fn the_success_page_needs_a_session_id_and_says_when_checkout_did_not_finish() {
     let s = crate::helpers::spawn_with_stripe().await;
     s.app.put_tenant("t1", &json!({"name": "One"})).await;
     let token = s.app.tenant_token("t1");
-    let get = |path: &'static str| {
+    let get = |path: &str| {
         s.app.client.get(s.app.url(path)).header("cookie", format!("hydra_session={token}")).send()
     };
     assert_eq!(get("/billing/success").await.unwrap().status(), StatusCode::BAD_REQUEST);
-    let body = json!({"price_id": s.prices.team_monthly, "quantity": 1});
-    let started =
-        crate::helpers::json(s.call(reqwest::Method::POST, "/api/billing/checkout", "t1", Some(body)).await)
-            .await;
-    let url = format!("/billing/success?session_id={}&plan=team", started["session_id"].as_str().unwrap());
-    let r = s
-        .app
-        .client
-        .get(s.app.url(&url))
-        .header("cookie", format!("hydra_session={token}"))
-        .send()
-        .await
-        .unwrap();
+    let (session, path) = open_checkout(&s, "t1").await;
+    let r = get(&path).await.unwrap();
     assert_eq!(r.status(), StatusCode::CONFLICT);
     assert!(r.text().await.unwrap().contains("Your checkout isn&#39;t finished"));
     let r = get("/billing/success?session_id=cs_not_ours").await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // Paid: the page may say so (in the message it keeps for a slow provisioning).
+    s.post(
+        &format!("/v1/test_helpers/checkout/sessions/{session}/complete"),
+        &[("payment_method", "pm_card_visa")],
+    )
+    .await;
+    let r = get(&path).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("Your payment went through"), "{html}");
+}
+
+/// Each success page asks Stripe about the session, so reloading it spends the tenant's
+/// 60-a-minute budget like the API does; past it the page skips the lookup and still waits.
+#[tokio::test]
+async fn reloading_the_success_page_spends_the_tenants_stripe_budget() {
+    let s = crate::helpers::spawn_with_stripe().await;
+    s.app.put_tenant("t1", &json!({"name": "One"})).await;
+    let token = s.app.tenant_token("t1");
+    let (_, path) = open_checkout(&s, "t1").await;
+    let get = || s.app.client.get(s.app.url(&path)).header("cookie", format!("hydra_session={token}")).send();
+    // The checkout call took one of the 60; the open session answers "isn't finished" while looked up.
+    for _ in 0..59 {
+        assert_eq!(get().await.unwrap().status(), StatusCode::CONFLICT);
+    }
+    let r = get().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "past the budget the page waits without asking Stripe");
+    assert!(r.text().await.unwrap().contains("Provisioning takes a moment."));
+    let r = s.call(reqwest::Method::POST, "/api/billing/portal", "t1", None).await;
+    crate::helpers::error_of(r, StatusCode::TOO_MANY_REQUESTS).await;
 }

@@ -47,7 +47,7 @@ fn money(minor: i64) -> String {
 const CARDS: [(&str, &str); 5] = [
     ("pm_card_visa", "4242 4242 4242 4242: succeeds"),
     ("pm_card_chargeDeclined", "4000 0000 0000 0002: declined"),
-    ("pm_card_chargeCustomerFail", "4000 0000 0000 0341: pays now, renewals fail"),
+    ("pm_card_chargeCustomerFail", "4000 0000 0000 0341: attaches, every charge declined"),
     ("pm_card_authenticationRequired", "4000 0025 0000 3155: 3-D Secure now, then set up"),
     ("pm_card_authenticationRequiredChallenge", "4000 0027 6000 3184: 3-D Secure on every payment"),
 ];
