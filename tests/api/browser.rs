@@ -12,7 +12,7 @@ use fantoccini::actions::{
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-use crate::helpers::{WithStripe, spawn_site};
+use crate::helpers::{WithStripe, eventually, spawn_site};
 
 /// Chromium and its driver, as Debian installs them (`scripts/test` installs them when missing).
 fn tool(var: &str, default: &str) -> String {
@@ -145,14 +145,13 @@ impl Browser {
 
     /// Polls until the page's path satisfies `at` and the page has loaded.
     async fn wait_until_at(&self, at: impl Fn(&str) -> bool, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
+        let reached = eventually(Duration::from_secs(15), async || {
+            at(self.c().current_url().await.unwrap().path()) && self.ready().await
+        })
+        .await;
+        if !reached {
             let url = self.c().current_url().await.unwrap();
-            if at(url.path()) && self.ready().await {
-                return;
-            }
-            assert!(Instant::now() < deadline, "never reached {what}; at {url}: {}", self.text("body").await);
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            panic!("never reached {what}; at {url}: {}", self.text("body").await);
         }
     }
 
@@ -166,18 +165,12 @@ impl Browser {
 
     /// Polls until `css` is shown, up to `within`.
     async fn wait_visible(&self, css: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            let shown = match self.c().find(Locator::Css(css)).await {
-                Ok(e) => e.is_displayed().await.unwrap_or(false),
-                Err(_) => false,
-            };
-            if shown {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{css} never showed on {}", self.path().await);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let shown = eventually(within, async || match self.c().find(Locator::Css(css)).await {
+            Ok(e) => e.is_displayed().await.unwrap_or(false),
+            Err(_) => false,
+        })
+        .await;
+        assert!(shown, "{css} never showed on {}", self.path().await);
     }
 
     async fn hidden(&self, css: &str) -> bool {
@@ -343,15 +336,9 @@ async fn pay_at_checkout(b: &Browser, card: &str) {
     b.find(&format!("input[name=card][value={card}]")).await.click().await.unwrap();
     let pay = b.find("button[type=submit]").await;
     pay.click().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while pay.tag_name().await.is_ok() {
-        assert!(Instant::now() < deadline, "the Checkout page never moved on after paying");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    while !b.ready().await {
-        assert!(Instant::now() < deadline, "the page after Checkout never finished loading");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let moved_on =
+        eventually(Duration::from_secs(15), async || pay.tag_name().await.is_err() && b.ready().await).await;
+    assert!(moved_on, "the Checkout page never gave way to a loaded page after paying");
 }
 
 #[tokio::test]

@@ -570,18 +570,17 @@ impl WithStripe {
         what: &str,
         done: impl Fn(&hydra_billing::tenants::TenantRow) -> bool,
     ) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
+        let reached = eventually(std::time::Duration::from_secs(20), async || {
             self.app.drain().await;
             if self.observe_by_reconcile {
                 let _ = hydra_billing::sync::reconcile(&self.app.state, Some(tenant), "scenario").await;
             }
-            if hydra_billing::tenants::get(&self.app.db, tenant).await.unwrap().is_some_and(|r| done(&r)) {
-                return;
-            }
+            hydra_billing::tenants::get(&self.app.db, tenant).await.unwrap().is_some_and(|r| done(&r))
+        })
+        .await;
+        if !reached {
             let row = self.app.tenant(tenant).await;
-            assert!(std::time::Instant::now() < deadline, "{what}: never reached; the row is {row:?}");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            panic!("{what}: never reached; the row is {row:?}");
         }
     }
 
@@ -591,11 +590,11 @@ impl WithStripe {
             &[("frozen_time", &to.to_string())],
         )
         .await;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while self.get(&format!("/v1/test_helpers/test_clocks/{clock}"), &[]).await["status"] != "ready" {
-            assert!(std::time::Instant::now() < deadline, "test clock never ready");
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        let ready = eventually(std::time::Duration::from_secs(10), async || {
+            self.get(&format!("/v1/test_helpers/test_clocks/{clock}"), &[]).await["status"] == "ready"
+        })
+        .await;
+        assert!(ready, "test clock never ready");
     }
 
     /// Every event the simulator has recorded for `customer`, oldest first, of the types we handle.
@@ -674,6 +673,21 @@ impl TestApp {
         })
         .unwrap();
         format!("{row:?}\n{audit:?}\n{emails:?}")
+    }
+}
+
+/// Polls `cond` until it holds (true) or `within` has passed (false): every wait in the tests goes
+/// through here, so none stands in a sleep for synchronisation. The caller says what never happened.
+pub async fn eventually(within: std::time::Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
 }
 

@@ -265,12 +265,12 @@ async fn three_d_secure(s: &WithStripe) {
     let end = s.app.tenant("d1").await.stripe_current_period_end.unwrap();
     travel(s, &clock, end + 3600 + 60).await;
     s.settle("d1", "3DS renewal", |r| r.stripe_subscription_status.as_deref() == Some("past_due")).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while emails(s).await < 1 {
-        assert!(std::time::Instant::now() < deadline, "step \"3DS renewal\": no action-required email");
+    let emailed = crate::helpers::eventually(std::time::Duration::from_secs(20), async || {
         s.app.drain().await;
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+        emails(s).await >= 1
+    })
+    .await;
+    assert!(emailed, "step \"3DS renewal\": no action-required email");
     let invoices = s.get("/v1/invoices", &[("subscription", &sub), ("status", "open")]).await;
     let pi =
         invoices["data"][0]["payments"]["data"][0]["payment"]["payment_intent"].as_str().unwrap().to_owned();
