@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use hydra_billing::app::{AppState, Application};
-use hydra_billing::clock::Clock;
+use hydra_billing::billing::Billing;
 use hydra_billing::config::Config;
-use hydra_billing::db::Db;
+use hydra_billing::domain::clock::Clock;
+use hydra_billing::http::{AppState, Application};
+use hydra_billing::store::Store;
 use hydra_billing::with_db;
 use sqlx::postgres::PgConnectOptions;
 
@@ -107,7 +108,7 @@ async fn bench_webhooks(state: &AppState, base: &str, sim: &str, prices: &[Strin
             .await;
     let customer = customer["id"].as_str().unwrap().to_owned();
     sim_post(sim, "/v1/subscriptions", &[("customer", &customer), ("items[0][price]", &prices[0])]).await;
-    with_db!(&state.db, |pool| {
+    with_db!(&state.store, |pool| {
         sqlx::query("INSERT INTO tenants (id, name, created_at, updated_at, stripe_customer_id) VALUES ('hooked', '', 0, 0, $1)")
             .bind(&customer)
             .execute(pool)
@@ -123,7 +124,7 @@ async fn bench_webhooks(state: &AppState, base: &str, sim: &str, prices: &[Strin
         tokio::spawn(async move {
             let mut processed = 0;
             loop {
-                let n = hydra_billing::events::drain(&state).await.unwrap();
+                let n = state.drain_events().await.unwrap();
                 processed += n;
                 if n == 0 {
                     if stop.load(Ordering::SeqCst) {
@@ -157,7 +158,7 @@ async fn bench_webhooks(state: &AppState, base: &str, sim: &str, prices: &[Strin
     processed as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn bench_db(name: &'static str, db: Db, bare_base: &str) -> Row {
+async fn bench_db(name: &'static str, db: Store, bare_base: &str) -> Row {
     let sim =
         stripe_sim::Simulator::start("127.0.0.1:0".parse().unwrap(), stripe_sim::SimSettings::default())
             .await
@@ -182,7 +183,9 @@ async fn bench_db(name: &'static str, db: Db, bare_base: &str) -> Row {
     vars.insert("STRIPE_API_BASE".into(), sim.base_url.clone());
     vars.insert("STRIPE_TEAM_MONTHLY_PRICE_ID".into(), prices[0].clone());
     vars.insert("STRIPE_TEAM_ANNUAL_PRICE_ID".into(), prices[1].clone());
-    let state = AppState::new(Config::from_vars(&vars).unwrap(), db.clone(), Clock::System).await.unwrap();
+    db.migrate_up().await.unwrap();
+    let billing = Billing::open(Config::from_vars(&vars).unwrap(), db.clone(), Clock::System).await.unwrap();
+    let state = AppState::new(billing);
     let app = Application::build(state.clone()).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until(false, std::future::pending()));
@@ -282,7 +285,7 @@ async fn bench_db(name: &'static str, db: Db, bare_base: &str) -> Row {
     })
     .unwrap();
     let started = Instant::now();
-    let reset = hydra_billing::usage::reset_free_tier_windows(&db, Clock::System.now()).await.unwrap();
+    let reset = db.reset_free_tier_windows(Clock::System.now()).await.unwrap();
     let reset_100k = started.elapsed();
     assert_eq!(reset, 100_000);
 
@@ -297,11 +300,12 @@ async fn main() {
     }
     let bare = bare_axum().await;
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = Db::connect(&format!("sqlite://{}", dir.path().join("bench.db").display())).await.unwrap();
+    let sqlite =
+        Store::connect(&format!("sqlite://{}", dir.path().join("bench.db").display())).await.unwrap();
     let mut rows = vec![bench_db("sqlite", sqlite, &bare).await];
     if let Ok(url) = std::env::var("HYDRA_BENCH_POSTGRES_URL") {
         let schema = format!("hb_bench_{}", uuid::Uuid::new_v4().simple());
-        let admin = Db::connect(&url).await.unwrap();
+        let admin = Store::connect(&url).await.unwrap();
         with_db!(&admin, |pool| {
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
                 .execute(pool)
@@ -310,7 +314,7 @@ async fn main() {
         })
         .unwrap();
         let options = PgConnectOptions::from_str(&url).unwrap().options([("search_path", schema.as_str())]);
-        rows.push(bench_db("postgres", Db::connect_postgres(options).await.unwrap(), &bare).await);
+        rows.push(bench_db("postgres", Store::connect_postgres(options).await.unwrap(), &bare).await);
         with_db!(&admin, |pool| {
             sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
                 .execute(pool)

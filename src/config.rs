@@ -26,14 +26,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// The four configured prices; checkout accepts nothing else.
-#[derive(Clone, Debug, Default)]
-pub struct Prices {
-    pub team_monthly: String,
-    pub team_annual: String,
-    pub business_monthly: String,
-    pub business_annual: String,
-}
+pub use crate::domain::catalogue::Prices;
 
 #[derive(Clone, Debug)]
 pub struct StripeConfig {

@@ -5,8 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::clock::Timestamp;
-use crate::error::ApiError;
+use crate::domain::clock::Timestamp;
 
 pub struct Limiter {
     limit: u32,
@@ -19,8 +18,8 @@ impl Limiter {
         Limiter { limit, window_secs: window_secs.max(1), counts: Mutex::new(HashMap::new()) }
     }
 
-    /// Counts one call for `key`; over the limit: `rate_limited` with the seconds to wait.
-    pub fn check(&self, key: &str, now: Timestamp) -> Result<(), ApiError> {
+    /// Counts one call for `key`; over the limit: `Err` with the seconds to wait.
+    pub fn check(&self, key: &str, now: Timestamp) -> Result<(), u64> {
         let window = now - now.rem_euclid(self.window_secs);
         // A poisoned lock only means another request panicked mid-count; the counts are still usable.
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
@@ -32,9 +31,7 @@ impl Limiter {
             *entry = (window, 0);
         }
         if entry.1 >= self.limit {
-            return Err(ApiError::RateLimited {
-                retry_after: (window + self.window_secs - now).max(1) as u64,
-            });
+            return Err((window + self.window_secs - now).max(1) as u64);
         }
         entry.1 += 1;
         Ok(())
@@ -51,7 +48,7 @@ mod tests {
         for _ in 0..3 {
             assert!(l.check("t1", 120).is_ok());
         }
-        assert!(matches!(l.check("t1", 150), Err(ApiError::RateLimited { retry_after: 30 })));
+        assert!(matches!(l.check("t1", 150), Err(30)));
         assert!(l.check("t2", 150).is_ok(), "per key");
         assert!(l.check("t1", 180).is_ok(), "a new window");
     }

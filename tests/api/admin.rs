@@ -13,7 +13,7 @@ async fn an_enterprise_plan_by_hand_grants_enterprise_features_and_is_audited() 
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(json(r).await["plan_tier"], "enterprise");
     assert_eq!(json(app.access("t1", "feature=sso").await).await["allowed"], true);
-    let audit = hydra_billing::tenants::audit_log(&app.db, "t1").await.unwrap();
+    let audit = app.db.audit_log("t1").await.unwrap();
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].actor, "ops@hydra.test");
     assert_eq!(audit[0].action, "manual_plan_set");
@@ -42,7 +42,7 @@ async fn a_manual_plan_ends_with_its_contract_and_can_be_removed() {
     let r = app.set_plan("t1", &json!({"plan_tier": null, "reason": "pilot over"})).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert!(app.tenant("t1").await.manual_plan_tier.is_none());
-    let audit = hydra_billing::tenants::audit_log(&app.db, "t1").await.unwrap();
+    let audit = app.db.audit_log("t1").await.unwrap();
     assert_eq!(
         audit.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(),
         ["manual_plan_set", "manual_plan_removed"]
@@ -67,7 +67,7 @@ async fn plan_requests_are_validated() {
         StatusCode::NOT_FOUND,
     )
     .await;
-    assert!(hydra_billing::tenants::audit_log(&app.db, "t1").await.unwrap().is_empty());
+    assert!(app.db.audit_log("t1").await.unwrap().is_empty());
 }
 
 #[tokio::test]

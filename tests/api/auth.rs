@@ -1,6 +1,6 @@
 //! Who may call what: tenant tokens (bearer or cookie), service and admin tokens.
 
-use hydra_billing::auth::Role;
+use hydra_billing::http::auth::Role;
 use reqwest::StatusCode;
 use serde_json::json;
 

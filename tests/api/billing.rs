@@ -1,7 +1,7 @@
 //! The paying customer's API (issue 5) end to end against the simulator: checkout, the success
 //! lookup, binding quotes for seats and upgrades, the portal, gating, the lifecycle jobs.
 
-use hydra_billing::auth::Role;
+use hydra_billing::http::auth::Role;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -327,11 +327,11 @@ async fn a_failed_renewal_keeps_access_through_grace_then_the_grace_job_revokes_
     let status = json(s.app.status("t1").await).await;
     assert_eq!(status["plan_tier"], "free");
     assert_eq!(status["access"]["reason"], "past_due_grace_ended");
-    let audit = hydra_billing::tenants::audit_log(&s.app.db, "t1").await.unwrap();
+    let audit = s.app.db.audit_log("t1").await.unwrap();
     assert_eq!(audit.iter().filter(|a| a.actor == "job:grace-expiry").count(), 1);
     // A later sync agrees with the job (no flip back to team).
     s.deliver_all(&customer).await;
-    hydra_billing::sync::reconcile(&s.app.state, Some("t1"), "test").await.unwrap();
+    s.app.state.reconcile(Some("t1"), "test").await.unwrap();
     assert_eq!(s.app.tenant("t1").await.plan_tier, "free");
 }
 
@@ -393,7 +393,7 @@ async fn a_route_gated_on_jira_lets_business_through_and_explains_refusals() {
     let router = axum::Router::new()
         .route(
             "/jira",
-            get(|gate: hydra_billing::gate::RequireFeature<hydra_billing::gate::Jira>| async move {
+            get(|gate: hydra_billing::http::gate::RequireFeature<hydra_billing::http::gate::Jira>| async move {
                 gate.tenant_id
             }),
         )

@@ -509,7 +509,7 @@ async fn confirm_pays_exactly_the_preview(
     s: &WithStripe,
     (tenant, customer): (&str, &str),
     what: &'static str,
-    applied: impl Fn(&hydra_billing::tenants::TenantRow) -> bool,
+    applied: impl Fn(&hydra_billing::store::TenantRow) -> bool,
 ) {
     b.wait_visible("#preview", Duration::from_secs(10)).await;
     let shown = b.text("#preview-total").await;
@@ -531,7 +531,7 @@ async fn confirm_pays_exactly_the_preview(
     assert_eq!(change.len(), 1, "one invoice for the change: {invoices}");
     let charged = change[0]["amount_due"].as_i64().unwrap();
     assert!(charged > 0, "{what} costs something now");
-    assert_eq!(shown, hydra_billing::money::dollars(charged), "the preview is what was charged");
+    assert_eq!(shown, hydra_billing::domain::money::dollars(charged), "the preview is what was charged");
 }
 
 /// A tenant on Team monthly with `seats`, paid with 4242, signed in on the upgrade page.

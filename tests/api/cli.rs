@@ -42,11 +42,11 @@ fn token_prints_a_verifiable_tenant_token_on_its_last_line() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let token = stdout.lines().last().unwrap();
-    let now = hydra_billing::clock::Clock::System.now();
-    let claims = hydra_billing::auth::verify(&Secret::new(AUTH_SECRET), token, now).unwrap();
+    let now = hydra_billing::domain::clock::Clock::System.now();
+    let claims = hydra_billing::http::auth::verify(&Secret::new(AUTH_SECRET), token, now).unwrap();
     assert_eq!(claims.sub, "t1");
     assert_eq!(claims.uid, "cli");
-    assert_eq!(claims.role, hydra_billing::auth::Role::Member);
+    assert_eq!(claims.role, hydra_billing::http::auth::Role::Member);
     assert_eq!(claims.exp - claims.iat, 1800);
     let refused = bin()
         .args(["token", "--tenant", "t1", "--ttl", "48h"])
@@ -59,8 +59,16 @@ fn token_prints_a_verifiable_tenant_token_on_its_last_line() {
 #[tokio::test]
 async fn migrate_and_jobs_run_from_the_command_line() {
     let test_db = fresh_db().await;
+    // The whole service environment, as an operator's shell has it: jobs use the same use cases.
     let run = |args: &[&str]| {
-        let out = bin().args(args).env("DATABASE_URL", &test_db.url).output().unwrap();
+        let out = bin()
+            .args(args)
+            .envs(crate::helpers::test_env())
+            .env("DATABASE_URL", &test_db.url)
+            // Nothing listens there: no command here may reach the network.
+            .env("STRIPE_API_BASE", "http://127.0.0.1:9")
+            .output()
+            .unwrap();
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
@@ -73,9 +81,20 @@ async fn migrate_and_jobs_run_from_the_command_line() {
     let (ok, out) = run(&["migrate", "status"]);
     assert!(ok && !out.contains("pending"), "{out}");
     // Down to version 2, whatever number of migrations follows it.
-    let steps = (hydra_billing::db::MIGRATIONS.len() - 2).to_string();
+    let steps = (hydra_billing::store::MIGRATIONS.len() - 2).to_string();
     let (ok, out) = run(&["migrate", "down", "--steps", &steps]);
     assert!(ok && out.contains("reverted to version 2"), "{out}");
+    // Commands other than `serve` and `migrate` never migrate: they say what to run instead.
+    for command in [&["jobs", "run-once", "free-tier-reset"][..], &["events", "list"], &["reconcile"]] {
+        let (ok, out) = run(command);
+        assert!(!ok && out.contains("pending") && out.contains("migrate up"), "{command:?}: {out}");
+    }
+    let (ok, out) = run(&["preflight", "--repo", "/nonexistent"]);
+    assert!(!ok && out.contains("FAIL   database migrations applied: pending: 3"), "{out}");
+    let (ok, out) = run(&["migrate", "status"]);
+    assert!(ok && out.contains("pending"), "preflight applied nothing: {out}");
+    let (ok, out) = run(&["migrate", "up"]);
+    assert!(ok, "{out}");
     let (ok, out) = run(&["jobs", "run-once", "free-tier-reset"]);
     assert!(ok && out.contains("free-tier-reset: 0 rows"), "{out}");
     let (ok, out) = run(&["jobs", "run-once", "no-such-job"]);
@@ -265,4 +284,93 @@ async fn demo_serves_a_working_site_with_nothing_configured() {
         assert!(last.contains(expect), "{action}: {last}");
     }
     assert!(last.contains("kept failing") || last.contains("Your subscription has ended;"), "{last}");
+}
+
+/// `serve` from the shell: every log line about a webhook, its intake and its processing by the
+/// worker, carries the Stripe event's id and type (the futures are instrumented with its span).
+#[test]
+fn every_log_line_about_a_webhook_carries_its_event_id_and_type() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = bin();
+    for (k, v) in crate::helpers::test_env() {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .arg("serve")
+        .env("DATABASE_URL", format!("sqlite://{}", dir.path().join("b.db").display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Lines arrive on a channel, so the test waits for them with a deadline, never forever.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut logged: Vec<String> = Vec::new();
+    let wait_for = |what: &dyn Fn(&str) -> bool, logged: &mut Vec<String>| loop {
+        if logged.iter().any(|l| what(l)) {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => logged.push(line),
+            Err(_) => return false,
+        }
+    };
+    assert!(wait_for(&|l| l.contains("\"port\""), &mut logged), "serve announces its port: {logged:?}");
+    let port = logged
+        .iter()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["fields"]["port"].as_u64())
+        .unwrap();
+    let id = "evt_logged_1";
+    let kind = "invoice.paid";
+    let body = serde_json::json!({
+        "id": id, "object": "event", "type": kind, "created": 1_767_225_600, "livemode": false,
+        "data": {"object": {"object": "invoice", "id": "in_1", "customer": "cus_nobody_knows"}},
+    })
+    .to_string();
+    let signature = stripe_sim::signature_header(
+        crate::helpers::WEBHOOK_SECRET,
+        hydra_billing::domain::clock::Clock::System.now(),
+        body.as_bytes(),
+    );
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port as u16)).unwrap();
+    stream
+        .write_all(
+            format!(
+                "POST /api/webhooks/stripe HTTP/1.1\r\nhost: x\r\nstripe-signature: {signature}\r\n\
+                 content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    // The worker parks it (no tenant has that customer): a processing line, after the intake's.
+    let parked = wait_for(&|l| l.contains("event parked"), &mut logged);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(parked, "the worker logged its processing: {logged:?}");
+    let about_it: Vec<serde_json::Value> = logged
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["span"]["event_id"].is_string() || v.to_string().contains("evt_"))
+        .collect();
+    let messages: Vec<&str> = about_it.iter().filter_map(|v| v["fields"]["message"].as_str()).collect();
+    assert!(messages.contains(&"webhook stored"), "the intake is logged: {messages:?}");
+    assert!(messages.iter().any(|m| m.contains("event parked")), "the processing is logged: {messages:?}");
+    for line in &about_it {
+        assert_eq!(line["span"]["event_id"], id, "{line}");
+        assert_eq!(line["span"]["event_type"], kind, "{line}");
+    }
 }

@@ -147,7 +147,7 @@ async fn the_reset_job_and_the_lazy_roll_agree_for_many_tenants() {
         let mut v = Vec::new();
         for i in 0..12 {
             let row = app.tenant(&format!("t{i}")).await;
-            v.push(hydra_billing::usage::current_window_end(row.free_tier_reset_at, now));
+            v.push(hydra_billing::domain::usage::current_window_end(row.free_tier_reset_at, now));
         }
         v
     };

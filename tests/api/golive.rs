@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use hydra_billing::preflight::{Check, Verdict};
+use hydra_billing::billing::preflight::{Check, Verdict};
 use serde_json::json;
 
 use crate::helpers::{TestApp, fresh_db, sim_call, spawn_app_listening};
@@ -45,7 +45,7 @@ fn commit(repo: &Path, file: &str, text: &str) {
 }
 
 /// The simulator after `stripe setup`, and the service configured from the lines it printed.
-async fn set_up() -> (stripe_sim::Simulator, TestApp, hydra_billing::setup::SetupReport) {
+async fn set_up() -> (stripe_sim::Simulator, TestApp, hydra_billing::stripe::setup::SetupReport) {
     let sim =
         stripe_sim::Simulator::start("127.0.0.1:0".parse().unwrap(), stripe_sim::SimSettings::default())
             .await
@@ -54,7 +54,7 @@ async fn set_up() -> (stripe_sim::Simulator, TestApp, hydra_billing::setup::Setu
         &sim.base_url,
         hydra_billing::config::Secret::new("sk_test_fake_setup"),
     );
-    let report = hydra_billing::setup::run(&stripe, "http://billing.test").await.unwrap();
+    let report = hydra_billing::stripe::setup::run(&stripe, "http://billing.test").await.unwrap();
     let base = sim.base_url.clone();
     let env: Vec<(String, String)> = report
         .env
@@ -64,7 +64,7 @@ async fn set_up() -> (stripe_sim::Simulator, TestApp, hydra_billing::setup::Setu
         .collect();
     let app = spawn_app_listening(
         fresh_db().await,
-        hydra_billing::clock::Clock::manual(crate::helpers::START),
+        hydra_billing::domain::clock::Clock::manual(crate::helpers::START),
         move |e| {
             e.insert("STRIPE_API_BASE".into(), base);
             e.extend(env);
@@ -99,7 +99,7 @@ async fn stripe_setup_twice_creates_each_object_once() {
         &sim.base_url,
         hydra_billing::config::Secret::new("sk_test_fake_setup"),
     );
-    let second = hydra_billing::setup::run(&stripe, "http://billing.test").await.unwrap();
+    let second = hydra_billing::stripe::setup::run(&stripe, "http://billing.test").await.unwrap();
     assert!(second.created.is_empty(), "{:?}", second.created);
     assert!(!second.env.iter().any(|l| l.starts_with("STRIPE_WEBHOOK_SECRET=")), "not shown again");
     let without_secret: Vec<&String> =
@@ -127,7 +127,7 @@ async fn stripe_setup_twice_creates_each_object_once() {
 async fn preflight_passes_on_a_clean_setup_and_names_each_seeded_fault() {
     let (sim, app, report) = set_up().await;
     let repo = throwaway_repo();
-    let checks = hydra_billing::preflight::run(&app.state, repo.path()).await;
+    let checks = hydra_billing::billing::preflight::run(&app.state, repo.path()).await;
     assert!(failed(&checks).is_empty(), "a clean set-up passes: {:?}", failed(&checks));
     assert!(
         checks.iter().any(|c| c.verdict == Verdict::Manual),
@@ -139,7 +139,7 @@ async fn preflight_passes_on_a_clean_setup_and_names_each_seeded_fault() {
     let key = format!("sk_{}_{}", "live", "4eC39HqLyjWDarjtT1zdp7dc");
     commit(repo.path(), "config.txt", &format!("STRIPE_SECRET_KEY={key}\n"));
     commit(repo.path(), "config.txt", "STRIPE_SECRET_KEY=from-the-environment\n");
-    let checks = hydra_billing::preflight::run(&app.state, repo.path()).await;
+    let checks = hydra_billing::billing::preflight::run(&app.state, repo.path()).await;
     let scan = verdict_of(&checks, "no Stripe secret in the repository");
     assert_eq!(scan[0].verdict, Verdict::Fail);
     assert!(scan[0].detail.contains("commit"), "{}", scan[0].detail);
@@ -149,7 +149,7 @@ async fn preflight_passes_on_a_clean_setup_and_names_each_seeded_fault() {
     // A paid tenant without a subscription id.
     app.put_tenant("ghost", &json!({"name": "Ghost"})).await;
     app.exec("UPDATE tenants SET plan_tier = 'team' WHERE id = $1", "ghost").await;
-    let checks = hydra_billing::preflight::run(&app.state, clean.path()).await;
+    let checks = hydra_billing::billing::preflight::run(&app.state, clean.path()).await;
     assert_eq!(failed(&checks).len(), 1, "{:?}", failed(&checks));
     assert_eq!(verdict_of(&checks, "no paid tenant without a subscription id")[0].verdict, Verdict::Fail);
     app.exec("UPDATE tenants SET plan_tier = 'free' WHERE id = $1", "ghost").await;
@@ -157,7 +157,7 @@ async fn preflight_passes_on_a_clean_setup_and_names_each_seeded_fault() {
     // A missing price (archived in Stripe).
     let price = report.env.iter().find_map(|l| l.strip_prefix("STRIPE_TEAM_ANNUAL_PRICE_ID=")).unwrap();
     sim_call(&sim, reqwest::Method::POST, &format!("/v1/prices/{price}"), &[("active", "false")]).await;
-    let checks = hydra_billing::preflight::run(&app.state, clean.path()).await;
+    let checks = hydra_billing::billing::preflight::run(&app.state, clean.path()).await;
     assert_eq!(failed(&checks).len(), 1, "{:?}", failed(&checks));
     assert!(failed(&checks)[0].contains("STRIPE_TEAM_ANNUAL_PRICE_ID"), "{:?}", failed(&checks));
     sim_call(&sim, reqwest::Method::POST, &format!("/v1/prices/{price}"), &[("active", "true")]).await;
@@ -165,13 +165,13 @@ async fn preflight_passes_on_a_clean_setup_and_names_each_seeded_fault() {
     // A webhook endpoint missing an event.
     let endpoints = sim_call(&sim, reqwest::Method::GET, "/v1/webhook_endpoints", &[]).await;
     let endpoint = endpoints["data"][0]["id"].as_str().unwrap().to_owned();
-    let seven: Vec<(&str, &str)> = hydra_billing::webhooks::HANDLED
+    let seven: Vec<(&str, &str)> = hydra_billing::stripe::HANDLED_EVENTS
         .iter()
         .filter(|t| **t != "invoice.payment_failed")
         .map(|t| ("enabled_events[]", *t))
         .collect();
     sim_call(&sim, reqwest::Method::POST, &format!("/v1/webhook_endpoints/{endpoint}"), &seven).await;
-    let checks = hydra_billing::preflight::run(&app.state, clean.path()).await;
+    let checks = hydra_billing::billing::preflight::run(&app.state, clean.path()).await;
     let hook = verdict_of(&checks, "webhook endpoint with all 8 events");
     assert_eq!(hook[0].verdict, Verdict::Fail);
     assert!(hook[0].detail.contains("invoice.payment_failed"), "{}", hook[0].detail);
@@ -180,7 +180,7 @@ async fn preflight_passes_on_a_clean_setup_and_names_each_seeded_fault() {
 
 #[test]
 fn the_secret_scan_ignores_exactly_the_fake_marker() {
-    use hydra_billing::preflight::secret_like;
+    use hydra_billing::billing::preflight::secret_like;
     let real = format!("key = {}_{}_{}", "rk", "live", "51Habcdefghijklmnopqrstu");
     assert_eq!(secret_like(&real).len(), 1);
     assert!(secret_like("key = sk_test_fake_abcdefghijklmnopqrstuvwxyz").is_empty());
@@ -196,11 +196,11 @@ async fn the_reconcile_job_repairs_a_row_altered_by_hand_once() {
     let (customer, _) = s.tenant_with_customer("t1", "pm_card_visa").await;
     s.subscribe(&customer, &s.prices.team_monthly, "3").await;
     assert_eq!(s.app.run_job("reconcile").await, 1, "provisioned from Stripe");
-    let before = hydra_billing::tenants::audit_log(&s.app.db, "t1").await.unwrap().len();
+    let before = s.app.db.audit_log("t1").await.unwrap().len();
     s.app.exec("UPDATE tenants SET plan_tier = 'business', stripe_seat_count = 99 WHERE id = $1", "t1").await;
     assert_eq!(s.app.run_job("reconcile").await, 1);
     assert_eq!(s.app.run_job("reconcile").await, 0, "nothing left to repair");
-    let audit = hydra_billing::tenants::audit_log(&s.app.db, "t1").await.unwrap();
+    let audit = s.app.db.audit_log("t1").await.unwrap();
     assert_eq!(audit.len(), before + 1);
     assert_eq!(audit.last().unwrap().actor, "job:reconcile");
     let row = s.app.tenant("t1").await;

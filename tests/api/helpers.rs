@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
-use hydra_billing::app::{AppState, Application};
-use hydra_billing::auth::{self, MintRequest, Role};
-use hydra_billing::clock::{Clock, Timestamp};
+use hydra_billing::billing::Billing;
 use hydra_billing::config::Config;
-use hydra_billing::db::Db;
+use hydra_billing::domain::clock::{Clock, Timestamp};
+use hydra_billing::http::auth::{self, MintRequest, Role};
+use hydra_billing::http::{AppState, Application};
+use hydra_billing::store::Store;
 use hydra_billing::with_db;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
@@ -47,7 +48,7 @@ pub fn test_env() -> HashMap<String, String> {
 /// Clones share it (a second service instance on the same database).
 #[derive(Clone)]
 pub struct TestDb {
-    pub db: Db,
+    pub db: Store,
     pub url: String,
     _dir: Option<std::sync::Arc<tempfile::TempDir>>,
 }
@@ -56,7 +57,7 @@ pub async fn fresh_db() -> TestDb {
     match std::env::var("HYDRA_TEST_POSTGRES_URL") {
         Ok(base) if !base.is_empty() => {
             let schema = format!("hb_test_{}", uuid::Uuid::new_v4().simple());
-            let admin = Db::connect(&base).await.expect("HYDRA_TEST_POSTGRES_URL is reachable");
+            let admin = Store::connect(&base).await.expect("HYDRA_TEST_POSTGRES_URL is reachable");
             with_db!(&admin, |pool| {
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
                     .execute(pool)
@@ -66,14 +67,14 @@ pub async fn fresh_db() -> TestDb {
             .unwrap();
             let options =
                 PgConnectOptions::from_str(&base).unwrap().options([("search_path", schema.as_str())]);
-            let db = Db::connect_postgres(options).await.unwrap();
+            let db = Store::connect_postgres(options).await.unwrap();
             let url = format!("{base}?options=-c%20search_path%3D{schema}");
             TestDb { db, url, _dir: None }
         }
         _ => {
             let dir = tempfile::tempdir().unwrap();
             let url = format!("sqlite://{}", dir.path().join("billing.db").display());
-            let db = Db::connect(&url).await.unwrap();
+            let db = Store::connect(&url).await.unwrap();
             TestDb { db, url, _dir: Some(std::sync::Arc::new(dir)) }
         }
     }
@@ -82,7 +83,7 @@ pub async fn fresh_db() -> TestDb {
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
-    pub db: Db,
+    pub db: Store,
     pub clock: Clock,
     pub state: AppState,
     _test_db: TestDb,
@@ -117,7 +118,9 @@ pub async fn spawn_app_listening(
     let mut env = test_env();
     tweak(&mut env);
     let config = Config::from_vars(&env).expect("the test environment is complete");
-    let state = AppState::new(config, test_db.db.clone(), clock.clone()).await.unwrap();
+    test_db.db.migrate_up().await.unwrap();
+    let billing = Billing::open(config, test_db.db.clone(), clock.clone()).await.unwrap();
+    let state = AppState::new(billing);
     let app = match listener {
         Some(l) => Application::on_listener(state.clone(), l),
         None => Application::build(state.clone()).await.unwrap(),
@@ -221,10 +224,8 @@ impl TestApp {
     }
 
     pub async fn run_job(&self, name: &str) -> u64 {
-        let job = hydra_billing::jobs::Job::parse(name).unwrap();
-        hydra_billing::jobs::run_once(&hydra_billing::jobs::JobContext::of_app(&self.state), job)
-            .await
-            .unwrap()
+        let job = hydra_billing::billing::jobs::Job::parse(name).unwrap();
+        self.state.run_job(job).await.unwrap()
     }
 
     /// Stands in for a provisioned subscription until webhooks write it (stored columns only).
@@ -250,8 +251,8 @@ impl TestApp {
         with_db!(&self.db, |pool| sqlx::query(sql).bind(tenant).execute(pool).await.map(|_| ())).unwrap();
     }
 
-    pub async fn tenant(&self, id: &str) -> hydra_billing::tenants::TenantRow {
-        hydra_billing::tenants::get(&self.db, id).await.unwrap().expect("tenant exists")
+    pub async fn tenant(&self, id: &str) -> hydra_billing::store::TenantRow {
+        self.db.tenant(id).await.unwrap().expect("tenant exists")
     }
 }
 
@@ -332,7 +333,7 @@ pub async fn spawn_site() -> WithStripe {
         env.insert("PUBLIC_URL".into(), base.to_owned());
     })
     .await;
-    tokio::spawn(hydra_billing::events::worker(s.app.state.clone()));
+    tokio::spawn(s.app.state.billing.clone().event_worker());
     s
 }
 
@@ -349,7 +350,7 @@ pub async fn spawn_with_deliveries_and(
     let base = format!("http://{}", listener.local_addr().unwrap());
     let url = format!("{base}/api/webhooks/stripe");
     let mut params = vec![("url", url.as_str())];
-    params.extend(hydra_billing::webhooks::HANDLED.iter().map(|t| ("enabled_events[]", *t)));
+    params.extend(hydra_billing::stripe::HANDLED_EVENTS.iter().map(|t| ("enabled_events[]", *t)));
     let endpoint = sim_call(&sim, reqwest::Method::POST, "/v1/webhook_endpoints", &params).await;
     let secret = endpoint["secret"].as_str().unwrap().to_owned();
     let env = stripe_env(&sim, &prices);
@@ -367,7 +368,7 @@ pub async fn spawn_with_deliveries_and(
     WithStripe::on_simulator(app, sim, prices)
 }
 
-async fn create_prices(sim: &stripe_sim::Simulator) -> Prices {
+pub async fn create_prices(sim: &stripe_sim::Simulator) -> Prices {
     let mut ids = Vec::new();
     for (name, monthly, annual) in [("Hydra Team", "2000", "19200"), ("Hydra Business", "4000", "38400")] {
         let product = sim_call(sim, reqwest::Method::POST, "/v1/products", &[("name", name)]).await;
@@ -397,7 +398,7 @@ async fn create_prices(sim: &stripe_sim::Simulator) -> Prices {
 }
 
 /// The environment that points the app at `sim` and its prices.
-fn stripe_env(sim: &stripe_sim::Simulator, prices: &Prices) -> HashMap<String, String> {
+pub fn stripe_env(sim: &stripe_sim::Simulator, prices: &Prices) -> HashMap<String, String> {
     [
         ("STRIPE_API_BASE", sim.base_url.clone()),
         ("STRIPE_TEAM_MONTHLY_PRICE_ID", prices.team_monthly.clone()),
@@ -438,8 +439,8 @@ pub async fn spawn_online(key: &str) -> WithStripe {
     let base = hydra_billing::config::DEFAULT_STRIPE_API_BASE.to_owned();
     let stripe = hydra_billing::stripe::StripeClient::new(&base, hydra_billing::config::Secret::new(key));
     // Products and prices only: no webhook endpoint or portal configuration on a real account.
-    let mut report = hydra_billing::setup::SetupReport::default();
-    hydra_billing::setup::catalogue(&stripe, &mut report).await.expect("the catalogue in test mode");
+    let mut report = hydra_billing::stripe::setup::SetupReport::default();
+    hydra_billing::stripe::setup::catalogue(&stripe, &mut report).await.expect("the catalogue in test mode");
     let env: HashMap<String, String> = report
         .env
         .iter()
@@ -568,14 +569,14 @@ impl WithStripe {
         &self,
         tenant: &str,
         what: &str,
-        done: impl Fn(&hydra_billing::tenants::TenantRow) -> bool,
+        done: impl Fn(&hydra_billing::store::TenantRow) -> bool,
     ) {
         let reached = eventually(std::time::Duration::from_secs(20), async || {
             self.app.drain().await;
             if self.observe_by_reconcile {
-                let _ = hydra_billing::sync::reconcile(&self.app.state, Some(tenant), "scenario").await;
+                let _ = self.app.state.reconcile(Some(tenant), "scenario").await;
             }
-            hydra_billing::tenants::get(&self.app.db, tenant).await.unwrap().is_some_and(|r| done(&r))
+            self.app.db.tenant(tenant).await.unwrap().is_some_and(|r| done(&r))
         })
         .await;
         if !reached {
@@ -617,8 +618,10 @@ impl WithStripe {
         }
         all.reverse();
         all.into_iter()
-            .filter(|e| hydra_billing::webhooks::HANDLED.contains(&e["type"].as_str().unwrap_or_default()))
-            .filter(|e| hydra_billing::webhooks::event_customer(e).as_deref() == Some(customer))
+            .filter(|e| {
+                hydra_billing::stripe::HANDLED_EVENTS.contains(&e["type"].as_str().unwrap_or_default())
+            })
+            .filter(|e| hydra_billing::http::webhooks::event_customer(e).as_deref() == Some(customer))
             .collect()
     }
 }
@@ -656,7 +659,7 @@ impl TestApp {
     }
 
     pub async fn drain(&self) -> usize {
-        hydra_billing::events::drain(&self.state).await.unwrap()
+        self.state.drain_events().await.unwrap()
     }
 
     /// The tenant's row and audit log as text: equal snapshots mean nothing changed.
@@ -664,7 +667,7 @@ impl TestApp {
         let mut row = self.tenant(tenant).await;
         // Bookkeeping that moves on every touch, not billing state.
         row.updated_at = 0;
-        let audit = hydra_billing::tenants::audit_log(&self.db, tenant).await.unwrap();
+        let audit = self.db.audit_log(tenant).await.unwrap();
         let emails: Vec<(String,)> = with_db!(&self.db, |pool| {
             sqlx::query_as("SELECT dedupe_key FROM email_outbox WHERE tenant_id = $1 ORDER BY dedupe_key")
                 .bind(tenant)

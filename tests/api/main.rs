@@ -4,6 +4,7 @@
 
 mod access;
 mod admin;
+mod architecture;
 mod auth;
 mod billing;
 mod browser;
@@ -17,5 +18,6 @@ mod ops;
 mod pages;
 mod rollback;
 mod scenarios;
+mod stripe_proxy;
 mod tenants;
 mod webhooks;

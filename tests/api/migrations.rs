@@ -1,7 +1,7 @@
 //! Reversible migrations: down then up from every version, and the guard on the billing columns.
 
 use hydra_billing::cli::migrate_down;
-use hydra_billing::db::MIGRATIONS;
+use hydra_billing::store::MIGRATIONS;
 use serde_json::json;
 
 use crate::helpers::{fresh_db, spawn_app};
@@ -38,7 +38,7 @@ async fn the_billing_columns_apply_to_a_populated_tenants_table() {
     })
     .unwrap();
     db.migrate_up().await.unwrap();
-    let row = hydra_billing::tenants::get(db, "old").await.unwrap().unwrap();
+    let row = db.tenant("old").await.unwrap().unwrap();
     assert_eq!(row.plan_tier, "free");
     assert_eq!(row.free_tier_fixes_used, 0);
     assert!(!row.cancel_at_period_end);

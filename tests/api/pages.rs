@@ -94,8 +94,11 @@ fn assert_page_headers(r: &reqwest::Response) {
 
 /// A page as the tenant's billing admin (`Role::Member` when `member`) sees it.
 async fn page(app: &TestApp, path: &str, tenant: &str, member: bool) -> String {
-    let role =
-        if member { hydra_billing::auth::Role::Member } else { hydra_billing::auth::Role::BillingAdmin };
+    let role = if member {
+        hydra_billing::http::auth::Role::Member
+    } else {
+        hydra_billing::http::auth::Role::BillingAdmin
+    };
     let r = app
         .client
         .get(app.url(path))

@@ -78,7 +78,7 @@ async fn the_lifecycle_produces_every_handled_event_and_ends_canceled() {
     let s = spawn_with_stripe().await;
     let events = lifecycle(&s).await;
     let kinds: std::collections::BTreeSet<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
-    for kind in hydra_billing::webhooks::HANDLED {
+    for kind in hydra_billing::stripe::HANDLED_EVENTS {
         if kind != "invoice.payment_action_required" {
             assert!(kinds.contains(kind), "the lifecycle lacks {kind}: {kinds:?}");
         }
@@ -119,7 +119,7 @@ async fn each_event_delivered_twice_or_replayed_changes_nothing_the_second_time(
         s.app.drain().await;
         assert_eq!(s.app.snapshot("t1").await, before, "repeat of {}", e["type"]);
         // A replay processes it again, and still changes nothing.
-        assert!(hydra_billing::events::replay(&s.app.db, e["id"].as_str().unwrap()).await.unwrap());
+        assert!(s.app.db.replay_event(e["id"].as_str().unwrap()).await.unwrap());
         s.app.drain().await;
         assert_eq!(s.app.snapshot("t1").await, before, "replay of {}", e["type"]);
     }
@@ -228,7 +228,7 @@ async fn a_failed_payment_starts_grace_once_emails_each_attempt_and_recovery_cle
     let row = s.app.tenant("t1").await;
     assert_eq!(row.stripe_subscription_status.as_deref(), Some("active"));
     assert_eq!(row.grace_started_at, None);
-    let audit = hydra_billing::tenants::audit_log(&s.app.db, "t1").await.unwrap();
+    let audit = s.app.db.audit_log("t1").await.unwrap();
     assert!(audit.iter().any(|a| a.actor.starts_with("stripe:evt_") && a.action == "stripe_sync"));
 }
 
@@ -254,7 +254,7 @@ async fn a_renewal_needing_authentication_emails_the_hosted_link_once() {
     // Delivered again, then replayed: the row, the audit log and the emails stay as they are.
     let before = s.app.snapshot("t1").await;
     assert_eq!(s.app.deliver(action[0]).await, StatusCode::OK);
-    assert!(hydra_billing::events::replay(&s.app.db, action[0]["id"].as_str().unwrap()).await.unwrap());
+    assert!(s.app.db.replay_event(action[0]["id"].as_str().unwrap()).await.unwrap());
     s.app.drain().await;
     assert_eq!(s.app.snapshot("t1").await, before);
     assert_eq!(s.app.tenant("t1").await.stripe_subscription_status.as_deref(), Some("past_due"));
@@ -275,7 +275,7 @@ async fn signatures_are_checked_and_a_refused_event_is_not_stored() {
                        "data": {"object": {"object": "invoice", "id": "in_x", "customer": customer}}});
     let body = serde_json::to_vec(&event).unwrap();
     // Signatures are judged in wall-clock time.
-    let now = hydra_billing::clock::Clock::System.now();
+    let now = hydra_billing::domain::clock::Clock::System.now();
     let sign = |secret: &str, t: i64, body: &[u8]| stripe_sim::signature_header(secret, t, body);
     let v1 = |h: String| h.split(",v1=").nth(1).unwrap().to_owned();
     let cases: Vec<(&str, Option<String>, Vec<u8>)> = vec![
@@ -289,7 +289,7 @@ async fn signatures_are_checked_and_a_refused_event_is_not_stored() {
     for (name, header, body) in cases {
         assert_eq!(s.app.deliver_raw(&body, header.as_deref()).await, StatusCode::BAD_REQUEST, "{name}");
     }
-    assert!(hydra_billing::events::list(&s.app.db, None, 10).await.unwrap().is_empty(), "nothing stored");
+    assert!(s.app.db.list_events(None, 10).await.unwrap().is_empty(), "nothing stored");
     // The simulator's signer is an implementation independent of ours: accepted.
     assert_eq!(s.app.deliver_raw(&body, Some(&sign(WEBHOOK_SECRET, now, &body))).await, StatusCode::OK);
 }
@@ -308,10 +308,11 @@ async fn during_a_secret_roll_both_secrets_are_accepted() {
     .await;
     for (i, secret) in ["whsec_fake_old", "whsec_fake_new"].iter().enumerate() {
         let body = serde_json::to_vec(&json!({"id": format!("evt_roll_{i}"), "type": "customer.created", "livemode": false, "created": START, "data": {"object": {"object": "customer", "id": "cus_x"}}})).unwrap();
-        let header = stripe_sim::signature_header(secret, hydra_billing::clock::Clock::System.now(), &body);
+        let header =
+            stripe_sim::signature_header(secret, hydra_billing::domain::clock::Clock::System.now(), &body);
         assert_eq!(app.deliver_raw(&body, Some(&header)).await, StatusCode::OK, "{secret}");
     }
-    let stored = hydra_billing::events::list(&app.db, Some("ignored"), 10).await.unwrap();
+    let stored = app.db.list_events(Some("ignored"), 10).await.unwrap();
     assert_eq!(stored.len(), 2, "types we do not handle are stored as ignored");
 }
 
@@ -415,9 +416,9 @@ async fn events_for_unknown_tenants_or_prices_are_parked_and_replayable() {
     })
     .unwrap();
     // Reconciliation picks the tenant up and settles its parked events...
-    assert_eq!(hydra_billing::sync::reconcile(&s.app.state, Some("late"), "cli:test").await.unwrap(), (1, 1));
+    assert_eq!(s.app.state.reconcile(Some("late"), "cli:test").await.unwrap(), (1, 1));
     assert_eq!(s.app.tenant("late").await.plan_tier, "team");
-    assert!(hydra_billing::events::list(&s.app.db, Some("parked"), 10).await.unwrap().is_empty());
+    assert!(s.app.db.list_events(Some("parked"), 10).await.unwrap().is_empty());
     // ...and an operator can still replay any stored event: it changes nothing now.
     let before = s.app.snapshot("late").await;
     let r = s
@@ -469,7 +470,7 @@ async fn events_for_unknown_tenants_or_prices_are_parked_and_replayable() {
     }
     s.app.drain().await;
     assert_eq!(s.app.tenant("t2").await.plan_tier, "free");
-    let parked = hydra_billing::events::list(&s.app.db, Some("parked"), 50).await.unwrap();
+    let parked = s.app.db.list_events(Some("parked"), 50).await.unwrap();
     assert!(parked.iter().any(|e| e.last_error.as_deref().is_some_and(|m| m.starts_with("unknown price"))));
 }
 
@@ -482,7 +483,7 @@ async fn an_event_from_the_other_mode_is_stored_as_failed_and_never_applied() {
     paid["livemode"] = json!(true);
     assert_eq!(s.app.deliver(&paid).await, StatusCode::OK);
     assert_eq!(s.app.drain().await, 0);
-    let failed = hydra_billing::events::list(&s.app.db, Some("failed"), 10).await.unwrap();
+    let failed = s.app.db.list_events(Some("failed"), 10).await.unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!(s.app.tenant("t1").await.plan_tier, "free");
 }
@@ -494,19 +495,19 @@ async fn reconcile_repairs_a_row_altered_by_hand_and_audits_it_once() {
     s.subscribe(&customer, &s.prices.team_monthly, "4").await;
     // Paid, but no webhook ever arrived (runbook: customer paid, no access).
     assert_eq!(s.app.tenant("t1").await.plan_tier, "free");
-    let (checked, repaired) = hydra_billing::sync::reconcile(&s.app.state, None, "cli:test").await.unwrap();
+    let (checked, repaired) = s.app.state.reconcile(None, "cli:test").await.unwrap();
     assert_eq!((checked, repaired), (1, 1));
     let row = s.app.tenant("t1").await;
     assert_eq!((row.plan_tier.as_str(), row.stripe_seat_count), ("team", Some(4)));
     s.app.exec("UPDATE tenants SET plan_tier = 'business', stripe_seat_count = 40 WHERE id = $1", "t1").await;
-    let before = hydra_billing::tenants::audit_log(&s.app.db, "t1").await.unwrap().len();
-    assert_eq!(hydra_billing::sync::reconcile(&s.app.state, Some("t1"), "cli:test").await.unwrap(), (1, 1));
+    let before = s.app.db.audit_log("t1").await.unwrap().len();
+    assert_eq!(s.app.state.reconcile(Some("t1"), "cli:test").await.unwrap(), (1, 1));
     assert_eq!(
-        hydra_billing::sync::reconcile(&s.app.state, Some("t1"), "cli:test").await.unwrap(),
+        s.app.state.reconcile(Some("t1"), "cli:test").await.unwrap(),
         (1, 0),
         "nothing left to repair"
     );
-    let audit = hydra_billing::tenants::audit_log(&s.app.db, "t1").await.unwrap();
+    let audit = s.app.db.audit_log("t1").await.unwrap();
     assert_eq!(audit.len(), before + 1, "one audit entry for the repair");
     assert_eq!(audit.last().unwrap().actor, "cli:test");
     assert_eq!(s.app.tenant("t1").await.plan_tier, "team");
@@ -551,10 +552,7 @@ async fn billing_disabled_stores_events_and_processes_them_when_enabled_again() 
         assert_eq!(frozen.deliver(e).await, StatusCode::OK);
     }
     assert_eq!(frozen.drain().await, 0, "nothing is processed while billing is disabled");
-    assert_eq!(
-        hydra_billing::events::list(&frozen.db, Some("received"), 100).await.unwrap().len(),
-        events.len()
-    );
+    assert_eq!(frozen.db.list_events(Some("received"), 100).await.unwrap().len(), events.len());
     let (db, clock) = frozen.into_db();
     let enabled = crate::helpers::spawn_app_on(db, clock, env(false)).await;
     enabled.drain().await;
@@ -674,20 +672,20 @@ async fn an_event_that_keeps_failing_is_retried_with_back_off_then_marked_failed
                        "data": {"object": {"object": "invoice", "id": "in_1", "customer": "cus_t1"}}});
     assert_eq!(app.deliver(&event).await, StatusCode::OK);
     assert_eq!(app.drain().await, 1);
-    let row = &hydra_billing::events::list(&app.db, Some("received"), 10).await.unwrap()[0];
+    let row = &app.db.list_events(Some("received"), 10).await.unwrap()[0];
     assert_eq!(row.attempts, 1);
     assert!(row.last_error.as_deref().unwrap_or_default().contains("Stripe refused"), "{row:?}");
     // Not before its back-off has passed.
     assert_eq!(app.drain().await, 0);
-    for _ in 1..hydra_billing::events::MAX_ATTEMPTS {
+    for _ in 1..hydra_billing::billing::events::MAX_ATTEMPTS {
         app.clock.advance(3600);
         assert_eq!(app.drain().await, 1);
     }
-    let failed = hydra_billing::events::list(&app.db, Some("failed"), 10).await.unwrap();
+    let failed = app.db.list_events(Some("failed"), 10).await.unwrap();
     assert_eq!(failed.len(), 1, "visible as failed after its last attempt");
     // A replay puts it back in the queue.
-    assert!(hydra_billing::events::replay(&app.db, "evt_fail_1").await.unwrap());
-    assert_eq!(hydra_billing::events::list(&app.db, Some("received"), 10).await.unwrap().len(), 1);
+    assert!(app.db.replay_event("evt_fail_1").await.unwrap());
+    assert_eq!(app.db.list_events(Some("received"), 10).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -747,6 +745,7 @@ async fn the_stripe_client_pins_the_version_retries_with_one_key_and_maps_errors
     let err = dead.get("/v1/customers/cus_1", &[]).await.unwrap_err();
     assert!(err.is_retryable());
     assert!(!err.to_string().contains("sk_test_fake_client"), "the key is never in an error");
-    let response = axum::response::IntoResponse::into_response(hydra_billing::error::ApiError::from(err));
+    let response =
+        axum::response::IntoResponse::into_response(hydra_billing::http::error::ApiError::from(err));
     assert_eq!(response.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
 }

@@ -1,0 +1,116 @@
+//! Owns the background jobs: what each does, running one on demand (`jobs run-once NAME`), and
+//! the tasks `serve` runs (each job on its interval, and the event worker), owned by a `JoinSet`
+//! so shutdown stops them. Every job only tidies stored state and is safe to run twice or on
+//! several replicas at once.
+
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+use super::{Billing, email};
+use crate::domain::clock::DAY;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Job {
+    /// Zeroes the free counters of ended 30-day windows (BILL-04).
+    FreeTierReset,
+    /// Marks unsettled usage reservations past their expiry.
+    ReservationExpiry,
+    /// Sends pending billing emails.
+    Outbox,
+    /// Canceled subscriptions past their period end: plan_tier free.
+    PeriodEnd,
+    /// past_due beyond the grace period: plan_tier free.
+    GraceExpiry,
+    /// Compares every tenant with a customer against Stripe and repairs drift.
+    Reconcile,
+}
+
+impl Job {
+    pub const ALL: [Job; 6] = [
+        Job::FreeTierReset,
+        Job::ReservationExpiry,
+        Job::Outbox,
+        Job::PeriodEnd,
+        Job::GraceExpiry,
+        Job::Reconcile,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Job::FreeTierReset => "free-tier-reset",
+            Job::ReservationExpiry => "reservation-expiry",
+            Job::Outbox => "outbox",
+            Job::PeriodEnd => "period-end",
+            Job::GraceExpiry => "grace-expiry",
+            Job::Reconcile => "reconcile",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Job> {
+        Job::ALL.into_iter().find(|j| j.name() == name)
+    }
+
+    fn every(self) -> Duration {
+        match self {
+            Job::FreeTierReset => Duration::from_secs(3600),
+            Job::ReservationExpiry => Duration::from_secs(60),
+            Job::Outbox => Duration::from_secs(10),
+            Job::PeriodEnd | Job::GraceExpiry => Duration::from_secs(300),
+            Job::Reconcile => Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Billing {
+    /// Runs one job now and records its outcome in `job_runs`. Returns the rows it changed.
+    pub async fn run_job(&self, job: Job) -> anyhow::Result<u64> {
+        let now = self.clock.now();
+        let store = &self.store;
+        let result = match job {
+            Job::FreeTierReset => store.reset_free_tier_windows(now).await.map_err(anyhow::Error::from),
+            Job::ReservationExpiry => store.expire_reservations(now).await.map_err(anyhow::Error::from),
+            Job::Outbox => {
+                let from = email::sender(&self.config.public_url);
+                email::send_pending(store, self.config.smtp_url.as_ref(), &from, now).await
+            }
+            // The rollback switch pauses every job that could take access away.
+            Job::PeriodEnd | Job::GraceExpiry | Job::Reconcile if self.billing_frozen() => Ok(0),
+            // Bounded by the process-wide Stripe budget, so it stays far below Stripe's limits.
+            Job::Reconcile => {
+                self.reconcile(None, "job:reconcile").await.map(|(_, repaired)| repaired as u64)
+            }
+            Job::PeriodEnd | Job::GraceExpiry => store
+                .expire_paid_access(job.name(), now, self.config.grace_period_days * DAY)
+                .await
+                .map_err(anyhow::Error::from),
+        };
+        let (outcome, rows) = match &result {
+            Ok(rows) => ("ok", i64::try_from(*rows).unwrap_or(i64::MAX)),
+            Err(_) => ("error", 0),
+        };
+        store.record_job_run(job.name(), now, outcome, rows).await?;
+        metrics::counter!("hydra_job_runs_total", "job" => job.name(), "outcome" => outcome).increment(1);
+        result
+    }
+
+    /// Starts the event worker and every job on its interval in `tasks` (a failed run is logged
+    /// and retried at the next tick). Whoever owns `tasks` stops them all with it.
+    pub fn spawn_background(&self, tasks: &mut JoinSet<()>) {
+        tasks.spawn(self.clone().event_worker());
+        for job in Job::ALL {
+            let billing = self.clone();
+            tasks.spawn(async move {
+                let mut tick = tokio::time::interval(job.every());
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    match billing.run_job(job).await {
+                        Ok(rows) => tracing::info!(job = job.name(), rows, "job ran"),
+                        Err(e) => tracing::error!(job = job.name(), error = format!("{e:#}"), "job failed"),
+                    }
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! Owns `stripe setup` (the catalogue as code) and `stripe sim` (the offline simulator alone,
+//! built only with the `sim` feature).
+
+use anyhow::Context;
+
+use crate::config::{self, Secret};
+use crate::stripe::StripeClient;
+
+pub(super) async fn setup() -> anyhow::Result<()> {
+    let vars = config::env_map();
+    let key =
+        vars.get("STRIPE_SECRET_KEY").filter(|k| !k.is_empty()).context("STRIPE_SECRET_KEY is required")?;
+    let base =
+        vars.get("STRIPE_API_BASE").cloned().unwrap_or_else(|| config::DEFAULT_STRIPE_API_BASE.to_owned());
+    let public_url = vars
+        .get("PUBLIC_URL")
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .context("PUBLIC_URL is required: the webhook endpoint is PUBLIC_URL/api/webhooks/stripe")?;
+    let stripe = StripeClient::new(&base, Secret::new(key.clone()));
+    let report = crate::stripe::setup::run(&stripe, &public_url).await?;
+    for created in &report.created {
+        eprintln!("created {created}");
+    }
+    if report.created.is_empty() {
+        eprintln!("everything already existed; nothing created");
+    }
+    for line in &report.env {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+#[cfg(feature = "sim")]
+pub(super) async fn simulator(addr: std::net::SocketAddr, chaos_seed: Option<u64>) -> anyhow::Result<()> {
+    let settings = stripe_sim::SimSettings {
+        chaos: chaos_seed.map(stripe_sim::Chaos::with_seed),
+        ..stripe_sim::SimSettings::default()
+    };
+    let sim = stripe_sim::Simulator::start(addr, settings)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    super::print_banner(&format!(
+        "Stripe simulator listening; point a service at it with:\nSTRIPE_API_BASE={}\n",
+        sim.base_url
+    ));
+    crate::http::shutdown_signal().await;
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! Owns the HTTP surface: `AppState` (HTTP's alone: the use cases plus what only requests need),
+//! the router with its middleware, the one error shape, authentication, rate limits, handlers,
+//! pages and the webhook endpoint; response bodies are built here. The build-then-run split lets
+//! tests start the real server on port 0.
+
+pub mod admin;
+pub mod assets;
+pub mod auth;
+pub mod error;
+pub mod gate;
+pub mod ops;
+pub mod pages;
+mod routes;
+pub mod service;
+pub mod tenant;
+pub mod webhooks;
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::HeaderName;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+use crate::billing::Billing;
+use crate::telemetry;
+
+/// Calls a tenant may make per minute to the endpoints that reach Stripe.
+pub const TENANT_CALLS_PER_MINUTE: u32 = 60;
+
+/// Webhook bodies are limited to this too: a 413 is an event lost once Stripe stops retrying.
+pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+
+pub struct Inner {
+    /// The use cases, shared with jobs and the CLI; handlers reach its fields through `Deref`.
+    pub billing: Billing,
+    pub metrics: PrometheusHandle,
+    /// Per tenant, on the endpoints that call Stripe.
+    pub tenant_limiter: crate::ratelimit::Limiter,
+}
+
+impl Deref for Inner {
+    type Target = Billing;
+    fn deref(&self) -> &Billing {
+        &self.billing
+    }
+}
+
+/// What every handler shares; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(billing: Billing) -> AppState {
+        AppState(Arc::new(Inner {
+            billing,
+            metrics: telemetry::metrics_handle(),
+            tenant_limiter: crate::ratelimit::Limiter::new(TENANT_CALLS_PER_MINUTE, 60),
+        }))
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The service's routes plus `extra` (the demo's own pages), behind the same middleware.
+pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    routes::routes()
+        .merge(extra)
+        .fallback(routes::not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(middleware::from_fn(record_metrics))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(telemetry::request_span)
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Request counts and latencies by route template (never by tenant id).
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("hydra_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("hydra_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// A bound, not yet running server: tests read the port before it runs.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(state: AppState) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind(state.config.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", state.config.bind))?;
+        Ok(Application { listener, state })
+    }
+
+    /// On a listener bound beforehand (tests that must know the URL before the config exists).
+    pub fn on_listener(state: AppState, listener: TcpListener) -> Application {
+        Application { listener, state }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves HTTP and (with `with_jobs`) runs the background jobs until `shutdown` resolves;
+    /// then the jobs and any work requests started are stopped before this returns.
+    pub async fn run_until(
+        self,
+        with_jobs: bool,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        self.run_with_routes(Router::new(), with_jobs, shutdown).await
+    }
+
+    /// The same with `extra` routes served too (only `demo` adds any).
+    pub async fn run_with_routes(
+        self,
+        extra: Router<AppState>,
+        with_jobs: bool,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let mut background = JoinSet::new();
+        if with_jobs {
+            self.state.billing.spawn_background(&mut background);
+        }
+        let app = router_with(self.state.clone(), extra);
+        let result = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
+        background.shutdown().await;
+        self.state.billing.stop_background().await;
+        result.context("the HTTP server stopped")
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM, so deployments drain in-flight requests.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

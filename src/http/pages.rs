@@ -1,0 +1,563 @@
+//! Owns the billing pages (BILL-19 to BILL-21): settings at `/billing`, the upgrade page at
+//! `/billing/upgrade`, the post-checkout page at `/billing/success`, and their stylesheet and
+//! script. Pages are rendered on the server from auto-escaping templates (`templates/`) out of the
+//! same `Status` the API answers with; the one small script only calls the tenant API.
+
+use askama::Template;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use chrono::DateTime;
+use serde::Deserialize;
+
+use super::AppState;
+use super::assets::page_headers;
+use super::auth::TenantAuth;
+use super::error::ApiError;
+use crate::billing::BillingError;
+use crate::billing::usage::Status;
+use crate::domain::access::{LapseReason, Tier};
+use crate::domain::catalogue::{Interval, MAX_SEATS, PRODUCTS, plan};
+use crate::domain::clock::{DAY, Timestamp};
+use crate::domain::ids::{SessionId, TenantId};
+use crate::domain::money::dollars;
+use crate::domain::subscription::is_live_status;
+
+const STYLESHEET: &str = include_str!("../../assets/billing.css");
+const SCRIPT: &str = include_str!("../../assets/billing.js");
+const PROMPT_DEMO_SCRIPT: &str = include_str!("../../assets/prompt-demo.js");
+
+/// How often the success page asks for the tenant's status, and when it stops and says what to
+/// do instead (BILL-21).
+pub const SUCCESS_POLL_MS: u64 = 2_000;
+pub const SUCCESS_GIVE_UP_MS: u64 = 30_000;
+
+/// `GET /billing/assets/{name}`: the pages' stylesheet and script (no build step: served as
+/// written).
+pub async fn asset(Path(name): Path<String>) -> Response {
+    let (content_type, body) = match name.as_str() {
+        "billing.css" => ("text/css; charset=utf-8", STYLESHEET),
+        "billing.js" => ("text/javascript; charset=utf-8", SCRIPT),
+        "prompt-demo.js" => ("text/javascript; charset=utf-8", PROMPT_DEMO_SCRIPT),
+        _ => return ApiError::not_found(format!("no asset {name}")).into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A rendered page with the page security headers; a template that fails to render is our bug,
+/// logged and answered with a plain 500 rather than half a page.
+pub(crate) fn render(status: StatusCode, page: &impl Template) -> Response {
+    match page.render() {
+        Ok(html) => {
+            (status, page_headers(), [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "a page template failed to render");
+            (StatusCode::INTERNAL_SERVER_ERROR, "something went wrong on our side; it has been logged")
+                .into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage<'a> {
+    title: &'a str,
+    page: &'a str,
+    demo: bool,
+    heading: &'a str,
+    text: &'a str,
+    link: Option<(&'a str, &'a str)>,
+}
+
+fn message(
+    state: &AppState,
+    status: StatusCode,
+    heading: &str,
+    text: &str,
+    link: Option<(&str, &str)>,
+) -> Response {
+    let page = MessagePage { title: heading, page: "message", demo: state.config.demo, heading, text, link };
+    render(status, &page)
+}
+
+/// No session, or one that expired: pages are opened from Hydra, which signs the user in.
+fn signed_out(state: &AppState) -> Response {
+    let link = state.config.demo.then_some(("/demo", "Pick a demo team"));
+    message(
+        state,
+        StatusCode::UNAUTHORIZED,
+        "Please sign in",
+        "Your session has ended. Open Billing from Hydra's settings to sign in again.",
+        link,
+    )
+}
+
+/// An API error shown as a page, with the same status and sentence the API would give.
+fn error_page(state: &AppState, e: &ApiError) -> Response {
+    let (status, text) = e.status_and_message();
+    message(state, status, "Something went wrong", &sentence(&text), Some(("/billing", "Back to billing")))
+}
+
+/// The API's messages are lower-case clauses; a page shows them as sentences.
+fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// `27 December 2026`, in UTC like every date we store.
+pub(crate) fn date(t: Timestamp) -> String {
+    DateTime::from_timestamp(t, 0).map_or_else(String::new, |d| d.format("%-d %B %Y").to_string())
+}
+
+pub(crate) fn tier_label(tier: Tier) -> &'static str {
+    match tier {
+        Tier::Free => "Free",
+        Tier::Team => "Team",
+        Tier::Business => "Business",
+        Tier::Enterprise => "Enterprise",
+    }
+}
+
+struct Notice {
+    /// `warning` (announced as an alert) or `info`.
+    kind: &'static str,
+    text: String,
+}
+
+impl Notice {
+    fn warning(text: String) -> Notice {
+        Notice { kind: "warning", text }
+    }
+    fn info(text: String) -> Notice {
+        Notice { kind: "info", text }
+    }
+}
+
+/// What the settings and upgrade pages both say about the tenant's state.
+fn notices(state: &AppState, status: &Status) -> Vec<Notice> {
+    let mut out = Vec::new();
+    if state.billing_disabled_since.is_some() {
+        out.push(Notice::info(
+            "Plan changes are paused for maintenance. Your plan and access stay as they are.".into(),
+        ));
+    }
+    let e = &status.effective;
+    let sub = status.subscription();
+    if let (Some(grace_end), Some(_)) = (e.grace_ends_at, sub) {
+        out.push(Notice::warning(format!(
+            "Your last payment didn't go through. Update your payment method under Manage subscription \
+             before {} to keep {}.",
+            date(grace_end),
+            tier_label(e.tier)
+        )));
+    } else if let (Some(until), Some(_), false) = (e.access_until, sub, status.manual_plan) {
+        out.push(Notice::info(format!(
+            "Your subscription is cancelled. You keep {} until {}, then your team moves to Free.",
+            tier_label(e.tier),
+            date(until)
+        )));
+    }
+    if let Some(reason) = e.reason {
+        // The tier that lapsed, when the row still names it (the jobs tidy it to free later).
+        let was = e.lapsed_from.filter(|t| t.is_paid()).map(tier_label);
+        let plan = was.map_or_else(|| "your plan".to_owned(), str::to_owned);
+        let subscription =
+            was.map_or_else(|| "Your subscription".to_owned(), |w| format!("Your {w} subscription"));
+        out.push(Notice::warning(match reason {
+            LapseReason::PastDueGraceEnded => format!(
+                "Payments for {plan} kept failing, so your team is on Free for now. Update your payment \
+                 method under Manage subscription to get {plan} back."
+            ),
+            LapseReason::Canceled => format!("{subscription} has ended; your team is on Free."),
+            LapseReason::Unpaid | LapseReason::Incomplete => format!(
+                "The payment for {plan} hasn't completed, so your team is on Free. Finish it or update your \
+                 payment method under Manage subscription."
+            ),
+            LapseReason::Paused => format!("{subscription} is paused; your team is on Free meanwhile."),
+            LapseReason::ManualPlanEnded => {
+                "Your contract has ended; your team is on Free. Your account team can renew it.".to_owned()
+            }
+        }));
+    }
+    out
+}
+
+/// The tenant's status, or the error page to show instead.
+async fn load_status(state: &AppState, auth: &TenantAuth) -> Result<Status, Response> {
+    state.status(auth.tenant_id()).await.map_err(|e| error_page(state, &ApiError::from(e)))
+}
+
+fn tenant_name(status: &Status, auth: &TenantAuth) -> String {
+    status
+        .row
+        .as_ref()
+        .map(|r| r.name.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| auth.tenant_id().to_owned())
+}
+
+struct UsageBar {
+    key: &'static str,
+    label: &'static str,
+    used: i64,
+    limit: i64,
+    percent: i64,
+}
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+struct SettingsPage {
+    title: &'static str,
+    page: &'static str,
+    demo: bool,
+    tenant_name: String,
+    notices: Vec<Notice>,
+    tier_key: &'static str,
+    tier_label: &'static str,
+    interval_label: Option<&'static str>,
+    paid: bool,
+    manual: bool,
+    has_customer: bool,
+    is_admin: bool,
+    seats: Option<i64>,
+    /// ("Renews on" | "Access until" | "Pay by", the date).
+    renewal: Option<(&'static str, String)>,
+    usage: Vec<UsageBar>,
+    resets_text: String,
+}
+
+/// `GET /billing`: the plan, seats, renewal and notices on a paid plan; the three free quotas
+/// with the days until they reset on Free.
+pub async fn settings(auth: Result<TenantAuth, ApiError>, State(state): State<AppState>) -> Response {
+    let Ok(auth) = auth else { return signed_out(&state) };
+    let status = match load_status(&state, &auth).await {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    let e = &status.effective;
+    let manual = status.manual_plan;
+    // Under a manual plan, Stripe's fields (if any) are not what the tenant has.
+    let sub = status.subscription().filter(|_| !manual);
+    // In a grace period the date that matters is the one to pay by: "Access until" would read as
+    // a cancellation, and "Renews on" would promise a renewal that depends on that payment.
+    let renewal = sub.and_then(|r| match (e.grace_ends_at, e.access_until) {
+        (Some(grace_end), _) => Some(("Pay by", date(grace_end))),
+        (None, Some(until)) => Some(("Access until", date(until))),
+        (None, None) => r.stripe_current_period_end.map(|end| ("Renews on", date(end))),
+    });
+    let usage: Vec<UsageBar> = status
+        .usage
+        .as_ref()
+        .map(|u| {
+            u.used
+                .iter()
+                .map(|&(metric, used)| {
+                    let limit = metric.free_limit();
+                    UsageBar {
+                        key: metric.as_str(),
+                        label: metric.label(),
+                        used,
+                        limit,
+                        percent: (used * 100 / limit.max(1)).clamp(0, 100),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let resets_text = match status.usage.as_ref().and_then(|u| u.resets_at) {
+        Some(at) => {
+            let days = (at - status.now + DAY - 1).div_euclid(DAY).max(0);
+            let when = match days {
+                0 => "today".to_owned(),
+                1 => "in 1 day".to_owned(),
+                n => format!("in {n} days"),
+            };
+            format!("Your free runs reset {when}, on {}.", date(at))
+        }
+        None => "Your 30-day window starts with your first run.".to_owned(),
+    };
+    let page = SettingsPage {
+        title: "Plan & usage",
+        page: "settings",
+        demo: state.config.demo,
+        tenant_name: tenant_name(&status, &auth),
+        notices: notices(&state, &status),
+        tier_key: e.tier.as_str(),
+        tier_label: tier_label(e.tier),
+        interval_label: sub.and_then(|r| match r.stripe_interval.as_deref() {
+            Some("year") => Some("Annual"),
+            Some("month") => Some("Monthly"),
+            _ => None,
+        }),
+        paid: e.tier.is_paid(),
+        manual,
+        has_customer: status.row.as_ref().is_some_and(|r| r.stripe_customer_id.is_some()),
+        is_admin: auth.require_billing_admin().is_ok(),
+        seats: sub.and_then(|r| r.stripe_seat_count),
+        renewal,
+        usage,
+        resets_text,
+    };
+    render(StatusCode::OK, &page)
+}
+
+/// One paid plan as the upgrade page offers it: amounts from the catalogue `stripe setup` creates
+/// (preflight checks Stripe's prices match it), ids from the configuration.
+struct PlanOption {
+    key: &'static str,
+    label: &'static str,
+    monthly_cents: i64,
+    annual_cents: i64,
+    monthly_price_id: String,
+    annual_price_id: String,
+    monthly_text: String,
+    gain: &'static str,
+}
+
+const TEAM_GAIN: &str = "Unlimited fixes, doc runs and Linear cycles, all 7 workflows in full, up to 5 \
+                         connected repositories.";
+const BUSINESS_GAIN: &str = "Everything in Team with unlimited repositories, plus Jira, audit logs, usage \
+                             reporting and the priority fix queue.";
+
+fn plan_options(state: &AppState) -> Vec<PlanOption> {
+    let prices = &state.config.stripe.prices;
+    PRODUCTS
+        .iter()
+        .map(|product| {
+            let business = product.tier == Tier::Business;
+            let monthly = plan(product.tier, Interval::Month);
+            let annual = plan(product.tier, Interval::Year);
+            let cents = |p: Option<&crate::domain::catalogue::Plan>| p.map_or(0, |p| p.unit_amount);
+            let id = |p: Option<&crate::domain::catalogue::Plan>| {
+                p.map(|p| prices.id_of(p).to_owned()).unwrap_or_default()
+            };
+            PlanOption {
+                key: product.tier.as_str(),
+                label: if business { "Business" } else { "Team" },
+                monthly_cents: cents(monthly),
+                annual_cents: cents(annual),
+                monthly_price_id: id(monthly),
+                annual_price_id: id(annual),
+                monthly_text: dollars(cents(monthly)),
+                gain: if business { BUSINESS_GAIN } else { TEAM_GAIN },
+            }
+        })
+        .collect()
+}
+
+#[derive(Deserialize, Default)]
+pub struct UpgradeQuery {
+    tier: Option<String>,
+    interval: Option<String>,
+    seats: Option<i64>,
+    /// Repositories the tenant has connected, when Hydra's link says so: Team caps them at 5.
+    repos: Option<i64>,
+}
+
+#[derive(Template)]
+#[template(path = "upgrade.html")]
+struct UpgradePage {
+    title: &'static str,
+    page: &'static str,
+    demo: bool,
+    tenant_name: String,
+    current_label: &'static str,
+    notices: Vec<Notice>,
+    /// `checkout` (free: pick a plan), `change` (an active subscription: seats or Business), or
+    /// `none` (nothing can be changed here now; a notice says why).
+    mode: &'static str,
+    plans: Vec<PlanOption>,
+    selected: String,
+    annual: bool,
+    seats: i64,
+    can_checkout: bool,
+    can_upgrade: bool,
+    business_gain: &'static str,
+    /// How long a previewed price holds. The page says it as a duration from when the preview
+    /// arrived: the browser's clock need not match ours (the demo's runs days ahead).
+    quote_ttl_secs: i64,
+}
+
+/// `GET /billing/upgrade[?tier=team|business&interval=month|year&seats=N&repos=N]`.
+pub async fn upgrade(
+    auth: Result<TenantAuth, ApiError>,
+    State(state): State<AppState>,
+    query: Result<Query<UpgradeQuery>, QueryRejection>,
+) -> Response {
+    let Ok(auth) = auth else { return signed_out(&state) };
+    // A malformed link still shows the page, with the defaults.
+    let query = query.map(|Query(q)| q).unwrap_or_default();
+    let status = match load_status(&state, &auth).await {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    let e = &status.effective;
+    let mut notices = notices(&state, &status);
+    let is_admin = auth.require_billing_admin().is_ok();
+    let frozen = state.billing_disabled_since.is_some();
+    let row = status.row.as_ref();
+    let live_status = row.and_then(|r| r.stripe_subscription_status.as_deref()).filter(|s| is_live_status(s));
+    let mode = if status.manual_plan {
+        notices.push(Notice::info(
+            "Your plan is managed by your Hydra account team; write to them to change it.".into(),
+        ));
+        "none"
+    } else if let Some(live) = live_status {
+        let changeable = e.tier.is_paid()
+            && live == "active"
+            && row.is_some_and(|r| !r.cancel_at_period_end && r.cancel_at.is_none());
+        if changeable {
+            "change"
+        } else {
+            if e.grace_ends_at.is_none() && e.access_until.is_none() && e.reason.is_none() {
+                notices.push(Notice::warning(format!(
+                    "Your subscription is {live}; manage it from Plan & usage before changing it here."
+                )));
+            } else {
+                notices.push(Notice::info(
+                    "Changes open again once the subscription is back in good standing or resumed in the \
+                     customer portal (Plan & usage, Manage subscription)."
+                        .into(),
+                ));
+            }
+            "none"
+        }
+    } else {
+        "checkout"
+    };
+    if !is_admin && mode != "none" {
+        notices.push(Notice::info("Only a billing admin of your team can change the plan.".into()));
+    }
+    let mode = if mode == "change" && (!is_admin || frozen) { "none" } else { mode };
+    if query.repos.is_some_and(|n| n > crate::domain::access::TEAM_REPO_LIMIT) && mode == "checkout" {
+        notices.push(Notice::info(format!(
+            "You have {} repositories connected. Team includes {}: the ones you have keep working, but \
+             connecting more needs Business.",
+            query.repos.unwrap_or_default(),
+            crate::domain::access::TEAM_REPO_LIMIT
+        )));
+    }
+    let selected = match query.tier.as_deref() {
+        Some(t @ ("free" | "team" | "business")) => t.to_owned(),
+        _ => "team".to_owned(),
+    };
+    let current_seats = status.subscription().and_then(|r| r.stripe_seat_count);
+    let page = UpgradePage {
+        title: "Change plan",
+        page: "upgrade",
+        demo: state.config.demo,
+        tenant_name: tenant_name(&status, &auth),
+        current_label: tier_label(e.tier),
+        notices,
+        mode,
+        plans: plan_options(&state),
+        selected,
+        annual: query.interval.as_deref() == Some("year"),
+        seats: current_seats.or(query.seats).unwrap_or(1).clamp(1, MAX_SEATS),
+        can_checkout: is_admin && !frozen,
+        can_upgrade: is_admin && !frozen && e.tier == Tier::Team,
+        business_gain: BUSINESS_GAIN,
+        quote_ttl_secs: crate::billing::quotes::QUOTE_TTL_SECS,
+    };
+    render(StatusCode::OK, &page)
+}
+
+#[derive(Deserialize)]
+pub struct SuccessQuery {
+    session_id: Option<String>,
+    plan: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "success.html")]
+struct SuccessPage {
+    title: &'static str,
+    page: &'static str,
+    demo: bool,
+    tier_label: &'static str,
+    poll_ms: u64,
+    give_up_ms: u64,
+    reference: String,
+    /// Stripe said the session is paid; when it could not be asked, the page does not claim it.
+    confirmed: bool,
+}
+
+/// `GET /billing/success?session_id=cs_…&plan=team|business`: Checkout's return. Confirms the
+/// session is this tenant's (which also asks for a reconcile when the webhook is late), then the
+/// script polls the status until the plan is on, for at most 30 s.
+pub async fn success(
+    auth: Result<TenantAuth, ApiError>,
+    State(state): State<AppState>,
+    query: Result<Query<SuccessQuery>, QueryRejection>,
+) -> Response {
+    let Ok(auth) = auth else { return signed_out(&state) };
+    let Some((session_id, plan)) = query.ok().and_then(|Query(q)| Some((q.session_id?, q.plan))) else {
+        return message(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "This link is incomplete",
+            "The link from Checkout lost its reference. Your plan is on Plan & usage.",
+            Some(("/billing", "Go to Plan & usage")),
+        );
+    };
+    // The lookup is a Stripe call, so it spends the tenant's budget like the API's; once that is
+    // spent (someone reloading), the page skips the lookup and polls our own status instead.
+    let lookup = match super::tenant::within_tenant_limit(&state, &auth) {
+        Ok(()) => match (TenantId::parse(auth.tenant_id()), SessionId::parse(&session_id)) {
+            (Ok(tenant), Ok(session)) => {
+                state.checkout_progress(&tenant, &session).await.map_err(ApiError::from)
+            }
+            (Err(e), _) | (_, Err(e)) => Err(ApiError::from(e)),
+        },
+        Err(e) => Err(e),
+    };
+    let confirmed = lookup.is_ok();
+    match lookup {
+        Ok(_) => {}
+        Err(ApiError::Billing(BillingError::Conflict { .. })) => {
+            return message(
+                &state,
+                StatusCode::CONFLICT,
+                "Your checkout isn't finished",
+                "Nothing was charged. You can pick a plan and try again.",
+                Some(("/billing/upgrade", "Back to plans")),
+            );
+        }
+        Err(e @ ApiError::Billing(BillingError::NotFound(_) | BillingError::Invalid(_))) => {
+            return error_page(&state, &e);
+        }
+        // Stripe unreachable or busy, or the tenant's budget spent: the payment may well have gone
+        // through, and the status the page polls is ours, so the page still waits for the plan.
+        Err(e) => tracing::warn!(error = %e, "the checkout lookup failed; the success page polls anyway"),
+    }
+    // The plan chosen, as Checkout's return link carries it; the script replaces it with the
+    // tier the status reports once provisioned.
+    let tier = match plan.as_deref() {
+        Some("business") => Some(Tier::Business),
+        Some("team") => Some(Tier::Team),
+        _ => None,
+    };
+    let page = SuccessPage {
+        title: "Welcome",
+        page: "success",
+        demo: state.config.demo,
+        tier_label: tier.map_or("your new plan", tier_label),
+        poll_ms: SUCCESS_POLL_MS,
+        give_up_ms: SUCCESS_GIVE_UP_MS,
+        reference: session_id,
+        confirmed,
+    };
+    render(StatusCode::OK, &page)
+}

@@ -1,0 +1,42 @@
+//! Owns the route table of design.md's "HTTP API": which handler (one module per caller kind)
+//! serves each path.
+
+use axum::Router;
+use axum::routing::{get, post, put};
+
+use super::error::ApiError;
+use super::{AppState, admin, assets, ops, pages, service, tenant};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/api/tenants/{id}", put(service::put_tenant))
+        .route("/api/tenants/{id}/usage/{metric}/reserve", post(service::reserve))
+        .route("/api/usage/reservations/{id}/commit", post(service::commit))
+        .route("/api/usage/reservations/{id}/release", post(service::release))
+        .route("/api/tenants/{id}/access", get(service::access))
+        .route("/api/billing/status", get(tenant::status))
+        .route("/api/billing/usage/reservations/{id}", get(tenant::reservation))
+        .route("/api/billing/checkout", post(tenant::checkout))
+        .route("/api/billing/checkout/session", get(tenant::checkout_session))
+        .route("/api/billing/seats", post(tenant::seats))
+        .route("/api/billing/upgrade", post(tenant::upgrade))
+        .route("/api/billing/portal", post(tenant::portal))
+        .route("/api/admin/tenants/{id}/plan", post(admin::set_plan))
+        .route("/api/admin/events", get(admin::list_events))
+        .route("/api/admin/events/{id}/replay", post(admin::replay_event))
+        .route("/api/webhooks/stripe", post(super::webhooks::receive))
+        .route("/billing", get(pages::settings))
+        .route("/billing/upgrade", get(pages::upgrade))
+        .route("/billing/success", get(pages::success))
+        .route("/billing/assets/{name}", get(pages::asset))
+        .route("/billing/upgrade-prompt.js", get(assets::upgrade_prompt_js))
+        .route("/billing/upgrade-prompt", get(assets::upgrade_prompt_demo))
+        .route("/billing/session", post(assets::start_session))
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}

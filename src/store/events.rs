@@ -1,0 +1,182 @@
+//! Owns the stored Stripe events: the insert behind the webhook endpoint (unique on the event
+//! id), the worker's queue (claim, finish, give back), the listing and replay operators use, and
+//! the counts `/metrics` reports.
+
+use serde::Serialize;
+
+use super::{Queue, QueueAttempt, Store, StoreResult, claim_sql, finish_sql};
+use crate::domain::clock::Timestamp;
+use crate::with_db;
+
+/// received → processing (claimed) → processed | parked | failed, or received again later.
+const EVENTS: Queue = Queue {
+    claim: claim_sql!(
+        table = "stripe_events",
+        ready = "received",
+        claimed = "processing",
+        order = "created, received_at",
+        returning = "id, type, created, customer_id, payload, attempts"
+    ),
+    finish: finish_sql!(
+        table = "stripe_events",
+        done_column = "processed_at",
+        done_statuses = "'processed', 'parked'"
+    ),
+};
+
+pub struct NewEvent<'a> {
+    pub id: &'a str,
+    pub kind: &'a str,
+    pub livemode: bool,
+    pub created: Timestamp,
+    pub customer_id: Option<String>,
+    pub payload: &'a str,
+    pub status: &'a str,
+    pub error: Option<&'a str>,
+    pub received_at: Timestamp,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct StoredEvent {
+    pub id: String,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub created: i64,
+    pub customer_id: Option<String>,
+    pub payload: String,
+    pub attempts: i64,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct EventRow {
+    pub id: String,
+    #[sqlx(rename = "type")]
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub customer_id: Option<String>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    #[serde(skip)]
+    pub created: i64,
+    #[serde(skip)]
+    pub received_at: i64,
+    #[serde(skip)]
+    pub processed_at: Option<i64>,
+}
+
+pub struct EventStats {
+    pub by_status: Vec<(String, i64)>,
+    /// Seconds since the oldest event still waiting was received (0 when none waits).
+    pub oldest_unprocessed_age: i64,
+}
+
+impl Store {
+    /// Stores a verified event; a redelivery of a stored id changes nothing. True when inserted.
+    pub async fn store_event(&self, e: NewEvent<'_>) -> StoreResult<bool> {
+        let inserted = with_db!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO stripe_events (id, type, livemode, created, customer_id, payload, status, last_error, received_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(e.id)
+            .bind(e.kind)
+            .bind(e.livemode)
+            .bind(e.created)
+            .bind(&e.customer_id)
+            .bind(e.payload)
+            .bind(e.status)
+            .bind(e.error)
+            .bind(e.received_at)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        Ok(inserted == 1)
+    }
+
+    /// Claims the oldest event that is due (or whose claim has lapsed) until `until`.
+    pub async fn claim_event(&self, now: Timestamp, until: Timestamp) -> StoreResult<Option<StoredEvent>> {
+        self.claim_from(&EVENTS, now, until).await
+    }
+
+    /// Ends an attempt: processed, parked, failed for good, or received again at `next_attempt_at`.
+    pub async fn finish_event(&self, id: &str, attempt: QueueAttempt<'_>, now: Timestamp) -> StoreResult<()> {
+        self.finish_in(&EVENTS, id, attempt, now).await
+    }
+
+    /// Gives a claimed event back uncounted, due at `at` (its customer is busy elsewhere).
+    pub async fn give_back_event(&self, id: &str, at: Timestamp) -> StoreResult<()> {
+        with_db!(self, |pool| {
+            sqlx::query(
+                "UPDATE stripe_events SET status = 'received', attempts = attempts - 1, locked_until = NULL, \
+                 next_attempt_at = $2 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// Stored events, newest first, optionally of one status.
+    pub async fn list_events(&self, status: Option<&str>, limit: i64) -> StoreResult<Vec<EventRow>> {
+        Ok(with_db!(self, |pool| {
+            sqlx::query_as(
+                "SELECT id, type, status, customer_id, attempts, last_error, created, received_at, processed_at \
+                 FROM stripe_events WHERE ($1 IS NULL OR status = $1) ORDER BY received_at DESC, created DESC LIMIT $2",
+            )
+            .bind(status)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+        })?)
+    }
+
+    /// Queues an event to be processed again. False if unknown.
+    pub async fn replay_event(&self, id: &str) -> StoreResult<bool> {
+        let n = with_db!(self, |pool| {
+            sqlx::query(
+                "UPDATE stripe_events SET status = 'received', attempts = 0, next_attempt_at = NULL, \
+                 locked_until = NULL, last_error = NULL WHERE id = $1",
+            )
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        Ok(n > 0)
+    }
+
+    pub async fn event_stats(&self, now: Timestamp) -> StoreResult<EventStats> {
+        let by_status: Vec<(String, i64)> = with_db!(self, |pool| {
+            sqlx::query_as("SELECT status, COUNT(*) FROM stripe_events GROUP BY status").fetch_all(pool).await
+        })?;
+        let (oldest,): (Option<i64>,) = with_db!(self, |pool| {
+            sqlx::query_as(
+                "SELECT MIN(received_at) FROM stripe_events WHERE status IN ('received', 'processing')",
+            )
+            .fetch_one(pool)
+            .await
+        })?;
+        Ok(EventStats { by_status, oldest_unprocessed_age: oldest.map_or(0, |t| (now - t).max(0)) })
+    }
+
+    /// After reconciliation has applied a customer's live state, its parked events are settled.
+    pub async fn settle_parked_events(&self, customer: &str, now: Timestamp) -> StoreResult<u64> {
+        let n = with_db!(self, |pool| {
+            sqlx::query(
+                "UPDATE stripe_events SET status = 'processed', processed_at = $2, \
+                 last_error = 'settled by reconcile' WHERE customer_id = $1 AND status = 'parked'",
+            )
+            .bind(customer)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        Ok(n)
+    }
+}

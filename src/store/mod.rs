@@ -1,0 +1,391 @@
+//! Owns the database: the only module with SQL. It holds the connection to SQLite or PostgreSQL,
+//! the reversible migrations, and one typed function per question or change the other layers
+//! need; it answers with its own error ([`StoreError`]), never an HTTP one.
+//!
+//! sqlx's `Any` driver cannot carry our types and its macros cannot target it, so the store holds
+//! one of two concrete pools. Every query is written once, with `$n` placeholders and portable SQL
+//! (times are Unix seconds in BIGINT columns), and [`with_db!`] expands the same block for
+//! each pool type. A transaction is opened the same way, so code inside reads as plain sqlx.
+
+mod events;
+mod ops;
+mod outbox;
+mod quotes;
+mod tenants;
+mod usage;
+
+pub use events::{EventRow, EventStats, NewEvent, StoredEvent};
+pub use ops::IntegrityCounts;
+pub use outbox::{NewMail, PendingMail};
+pub use quotes::{NewQuote, QuoteRow};
+pub use tenants::{AuditRow, BillingColumns, ManualPlan, SyncWrite, TenantRow};
+pub use usage::{FreeCounts, ReservationView, Reserved, Settle, SettleOutcome};
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+/// What can go wrong in the store, as the layers above need to tell it apart.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// No connection could be had, or no write could commit: retryable, and `/readyz` fails.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Io(_) => StoreError::Unavailable(e.to_string()),
+            sqlx::Error::Database(ref db) => {
+                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+                if db.is_unique_violation() {
+                    StoreError::Conflict(db.message().to_owned())
+                } else if unavailable_code(&code) {
+                    StoreError::Unavailable(format!("database error {code}"))
+                } else {
+                    StoreError::Other(e.into())
+                }
+            }
+            other => StoreError::Other(other.into()),
+        }
+    }
+}
+
+/// Codes that mean "the database cannot take this now" rather than "this statement is wrong":
+/// SQLite busy/locked/I/O/full, PostgreSQL connection, resource and shutdown classes.
+fn unavailable_code(code: &str) -> bool {
+    matches!(code, "5" | "6" | "10" | "13" | "517" | "261")
+        || ["08", "53", "57P"].iter().any(|class| code.starts_with(class))
+}
+
+/// The store: SQLite by default, PostgreSQL when several replicas share one database.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs one block against whichever pool `$db` holds, binding it to `$pool`.
+/// The block is compiled once per database; its SQL text is shared.
+#[macro_export]
+macro_rules! with_db {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::store::Store::Sqlite($pool) => $body,
+            $crate::store::Store::Postgres($pool) => $body,
+        }
+    };
+}
+
+impl Store {
+    /// Connects to `sqlite://PATH` (created if missing, WAL) or `postgres://…`.
+    pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .context("DATABASE_URL is not a valid sqlite URL")?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .foreign_keys(true)
+                // Writers queue on SQLite's single write lock; wait for it rather than fail.
+                .busy_timeout(Duration::from_secs(30));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(options)
+                .await
+                .context("cannot open the SQLite database")?;
+            Ok(Store::Sqlite(pool))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let options =
+                PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid postgres URL")?;
+            Self::connect_postgres(options).await
+        } else {
+            bail!("DATABASE_URL must start with sqlite:// or postgres://")
+        }
+    }
+
+    /// Connects with ready-made options (tests use this to pin a per-test schema).
+    pub async fn connect_postgres(options: PgConnectOptions) -> anyhow::Result<Store> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .context("cannot connect to PostgreSQL")?;
+        Ok(Store::Postgres(pool))
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// True when a trivial query answers: what `/readyz` reports.
+    pub async fn ping(&self) -> bool {
+        with_db!(self, |pool| sqlx::query("SELECT 1").execute(pool).await.is_ok())
+    }
+
+    /// Migrations not yet applied, as `(version, name)`: `preflight` reports them, and commands
+    /// other than `serve` and `migrate` refuse to run past them instead of migrating.
+    pub async fn pending_migrations(&self) -> anyhow::Result<Vec<(i64, &'static str)>> {
+        let applied = self.applied_versions().await?;
+        Ok(MIGRATIONS.iter().filter(|m| !applied.contains(&m.0)).map(|m| (m.0, m.1)).collect())
+    }
+
+    /// Fails with a sentence naming the fix when migrations are pending.
+    pub async fn require_migrated(&self) -> anyhow::Result<()> {
+        let pending = self.pending_migrations().await?;
+        if let Some((version, name)) = pending.first() {
+            bail!(
+                "{} migration(s) pending, from {version} ({name}); run `hydra-billing migrate up` first",
+                pending.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate_up(&self) -> anyhow::Result<()> {
+        let migrator = migrator();
+        with_db!(self, |pool| migrator.run(pool).await)?;
+        Ok(())
+    }
+
+    /// Applies pending migrations up to and including `version`.
+    pub async fn migrate_up_to(&self, version: i64) -> anyhow::Result<()> {
+        let migrator = migrator();
+        with_db!(self, |pool| migrator.run_to(version, pool).await)?;
+        Ok(())
+    }
+
+    /// Reverts applied migrations newer than `target` (0 reverts all).
+    pub async fn migrate_down_to(&self, target: i64) -> anyhow::Result<()> {
+        let migrator = migrator();
+        with_db!(self, |pool| migrator.undo(pool, target).await)?;
+        Ok(())
+    }
+
+    /// Versions applied so far, oldest first.
+    pub async fn applied_versions(&self) -> anyhow::Result<Vec<i64>> {
+        // The bookkeeping table only exists once a migration has run.
+        let rows: Result<Vec<(i64,)>, sqlx::Error> = with_db!(self, |pool| {
+            sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+                .fetch_all(pool)
+                .await
+        });
+        match rows {
+            Ok(rows) => Ok(rows.into_iter().map(|(v,)| v).collect()),
+            Err(sqlx::Error::Database(e)) if is_missing_table(e.message()) => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn is_missing_table(message: &str) -> bool {
+    message.contains("no such table") || message.contains("does not exist")
+}
+
+/// One entry per migration: the same SQL serves both databases (see the module comment).
+macro_rules! migration_files {
+    ($($version:literal => $name:literal),* $(,)?) => {
+        &[$(
+            (
+                $version,
+                $name,
+                include_str!(concat!("../../migrations/", $name, ".up.sql")),
+                include_str!(concat!("../../migrations/", $name, ".down.sql")),
+            ),
+        )*]
+    };
+}
+
+/// (version, name, up, down) of every migration, in order.
+pub const MIGRATIONS: &[(i64, &str, &str, &str)] = migration_files![
+    1 => "0001_tenants",
+    2 => "0002_billing_columns",
+    3 => "0003_subscription_state",
+    4 => "0004_usage_audit_jobs",
+    5 => "0005_webhook_events_outbox",
+    6 => "0006_checkout_quotes",
+    7 => "0007_leases",
+];
+
+/// The version that adds `stripe_customer_id`: reverting it drops the tenant-to-customer map.
+pub const BILLING_COLUMNS_VERSION: i64 = 2;
+
+pub fn migrator() -> Migrator {
+    let mut migrations = Vec::with_capacity(MIGRATIONS.len() * 2);
+    for (version, name, up, down) in MIGRATIONS {
+        let description = Cow::Borrowed(name.split_once('_').map_or(*name, |(_, d)| d));
+        migrations.push(Migration::new(
+            *version,
+            description.clone(),
+            MigrationType::ReversibleUp,
+            up.into_sql_str(),
+            false,
+        ));
+        migrations.push(Migration::new(
+            *version,
+            description,
+            MigrationType::ReversibleDown,
+            down.into_sql_str(),
+            false,
+        ));
+    }
+    Migrator::with_migrations(migrations)
+}
+
+/// The one insert into the billing audit log, inside the caller's transaction.
+macro_rules! insert_audit {
+    ($conn:expr, tenant = $tenant:expr, actor = $actor:expr, action = $action:expr,
+     before = $before:expr, after = $after:expr, reason = $reason:expr, at = $now:expr) => {
+        sqlx::query(
+            "INSERT INTO billing_audit_log \
+             (id, tenant_id, actor, action, before_state, after_state, reason, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind($crate::store::new_id("aud"))
+        .bind($tenant)
+        .bind($actor)
+        .bind($action)
+        .bind($before)
+        .bind($after)
+        .bind($reason)
+        .bind($now)
+        .execute($conn)
+        .await
+    };
+}
+pub(crate) use insert_audit;
+
+/// The claim of both database queues (Stripe events, billing emails): the oldest due row, or one
+/// whose claim has lapsed, is taken until `$2` and its attempt counted, in one statement, so two
+/// workers (or replicas) never hold the same row. `$1` is now.
+macro_rules! claim_sql {
+    (table = $table:literal, ready = $ready:literal, claimed = $claimed:literal, order = $order:literal,
+     returning = $cols:literal) => {
+        concat!(
+            "UPDATE ",
+            $table,
+            " SET status = '",
+            $claimed,
+            "', locked_until = $2, next_attempt_at = $2, \
+             attempts = attempts + 1 WHERE id = (SELECT id FROM ",
+            $table,
+            " \
+                 WHERE (status = '",
+            $ready,
+            "' AND (next_attempt_at IS NULL OR next_attempt_at <= $1)) \
+                    OR (status = '",
+            $claimed,
+            "' AND locked_until < $1) \
+                 ORDER BY ",
+            $order,
+            " LIMIT 1) \
+               AND ((status = '",
+            $ready,
+            "' AND (next_attempt_at IS NULL OR next_attempt_at <= $1)) \
+                    OR (status = '",
+            $claimed,
+            "' AND locked_until < $1)) \
+             RETURNING ",
+            $cols
+        )
+    };
+}
+pub(crate) use claim_sql;
+
+/// The end of a queue row's attempt: its new status, error and next attempt; `$5` stamps the
+/// done column when the status is final.
+macro_rules! finish_sql {
+    (table = $table:literal, done_column = $done:literal, done_statuses = $statuses:literal) => {
+        concat!(
+            "UPDATE ",
+            $table,
+            " SET status = $2, last_error = $3, next_attempt_at = $4, locked_until = NULL, ",
+            $done,
+            " = CASE WHEN $2 IN (",
+            $statuses,
+            ") THEN $5 ELSE ",
+            $done,
+            " END WHERE id = $1"
+        )
+    };
+}
+pub(crate) use finish_sql;
+
+/// One database queue (Stripe events, billing emails): its claim and finish statements, both
+/// made by the macros above, so the two queues share one claim rule and one finish rule.
+pub(crate) struct Queue {
+    claim: &'static str,
+    finish: &'static str,
+}
+
+/// What a queue's `finish` records: the new status, the error, when to try again.
+pub struct QueueAttempt<'a> {
+    pub status: &'a str,
+    pub error: Option<&'a str>,
+    pub next_attempt_at: Option<i64>,
+}
+
+impl Store {
+    /// Claims the queue's oldest due row (or one whose claim lapsed) until `until`.
+    async fn claim_from<T>(&self, queue: &Queue, now: i64, until: i64) -> StoreResult<Option<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        Ok(with_db!(self, |pool| {
+            sqlx::query_as(queue.claim).bind(now).bind(until).fetch_optional(pool).await
+        })?)
+    }
+
+    /// Ends the attempt on a claimed row.
+    async fn finish_in(
+        &self,
+        queue: &Queue,
+        id: &str,
+        attempt: QueueAttempt<'_>,
+        now: i64,
+    ) -> StoreResult<()> {
+        with_db!(self, |pool| {
+            sqlx::query(queue.finish)
+                .bind(id)
+                .bind(attempt.status)
+                .bind(attempt.error)
+                .bind(attempt.next_attempt_at)
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+}
+
+/// Fresh id for rows keyed by text (reservations, audit entries).
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}

@@ -1,0 +1,247 @@
+//! Owns the proofs of the architecture: no Stripe call holds a database transaction (a checkout
+//! held open at "Stripe" blocks no other writer), and the layers import only downward.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::{SERVICE_TOKEN, create_prices, eventually, spawn_app_with, stripe_env};
+use crate::stripe_proxy::StripeProxy;
+
+/// More checkouts than either pool has connections (SQLite 8, PostgreSQL 16): code that kept a
+/// transaction open across the Stripe call would hold every connection, or SQLite's write lock.
+const HELD_CHECKOUTS: usize = 20;
+const WITHIN: Duration = Duration::from_secs(2);
+
+#[tokio::test]
+async fn checkouts_held_open_at_stripe_block_no_other_request() {
+    let sim = stripe_sim::Simulator::start("127.0.0.1:0".parse().unwrap(), Default::default()).await.unwrap();
+    let prices = create_prices(&sim).await;
+    let proxy = StripeProxy::start(&sim.base_url).await;
+    let mut env = stripe_env(&sim, &prices);
+    env.insert("STRIPE_API_BASE".into(), proxy.base.clone());
+    let app = spawn_app_with(move |e| e.extend(env)).await;
+    for i in 0..HELD_CHECKOUTS {
+        app.put_tenant(&format!("buyer{i}"), &json!({"name": "Buyer"})).await;
+    }
+    app.put_tenant("runner", &json!({"name": "Runner"})).await;
+
+    proxy.hold(Method::POST, "/v1/checkout/sessions");
+    let mut checkouts = Vec::new();
+    for i in 0..HELD_CHECKOUTS {
+        let (client, url, token, price) = (
+            app.client.clone(),
+            app.url("/api/billing/checkout"),
+            app.tenant_token(&format!("buyer{i}")),
+            prices.team_monthly.clone(),
+        );
+        checkouts.push(tokio::spawn(async move {
+            client.post(url).bearer_auth(token).json(&json!({"price_id": price, "quantity": 1})).send().await
+        }));
+    }
+    assert!(
+        eventually(Duration::from_secs(30), async || proxy.held() == HELD_CHECKOUTS).await,
+        "every checkout reached Stripe's session call ({} held)",
+        proxy.held()
+    );
+
+    // While they are held: metering, webhook intake and access checks all answer promptly.
+    let reserve =
+        tokio::time::timeout(WITHIN, app.reserve("runner", "fix")).await.expect("reserve within 2 s");
+    assert_eq!(reserve.status(), 200);
+    let id =
+        reserve.json::<serde_json::Value>().await.unwrap()["reservation_id"].as_str().unwrap().to_owned();
+    let commit = tokio::time::timeout(WITHIN, app.settle(&id, "commit")).await.expect("commit within 2 s");
+    assert_eq!(commit.status(), 200);
+    let event = json!({
+        "id": "evt_held_checkout", "object": "event", "type": "customer.subscription.updated",
+        "created": 1_767_225_600, "livemode": false,
+        "data": {"object": {"object": "subscription", "id": "sub_x", "customer": "cus_nobody"}},
+    });
+    let stored = tokio::time::timeout(WITHIN, app.deliver(&event)).await.expect("webhook within 2 s");
+    assert_eq!(stored, 200);
+    let access = tokio::time::timeout(WITHIN, app.access("runner", "feature=workflows"))
+        .await
+        .expect("access within 2 s");
+    assert_eq!(access.status(), 200);
+    let put = tokio::time::timeout(
+        WITHIN,
+        app.client
+            .put(app.url("/api/tenants/newcomer"))
+            .bearer_auth(SERVICE_TOKEN)
+            .json(&json!({"name": "New"}))
+            .send(),
+    )
+    .await
+    .expect("a tenant write within 2 s")
+    .unwrap();
+    assert_eq!(put.status(), 201);
+    assert_eq!(proxy.held(), HELD_CHECKOUTS, "the checkouts were still held throughout");
+
+    proxy.release();
+    for c in checkouts {
+        assert_eq!(c.await.unwrap().unwrap().status(), 200, "each held checkout completes once released");
+    }
+}
+
+/// Stripe as slow as it really is: concurrent checkouts of one tenant still make one Customer
+/// and queue on the lease (each sees the session the one before made), while metering another
+/// tenant stays prompt.
+#[tokio::test]
+async fn with_stripe_slowed_checkouts_queue_per_tenant_and_metering_stays_prompt() {
+    let sim = stripe_sim::Simulator::start("127.0.0.1:0".parse().unwrap(), Default::default()).await.unwrap();
+    let prices = create_prices(&sim).await;
+    let proxy = StripeProxy::start(&sim.base_url).await;
+    proxy.set_latency(Duration::from_millis(300));
+    let mut env = stripe_env(&sim, &prices);
+    env.insert("STRIPE_API_BASE".into(), proxy.base.clone());
+    let app = spawn_app_with(move |e| e.extend(env)).await;
+    app.put_tenant("slow", &json!({"name": "Slow", "billing_email": "slow@acme.test"})).await;
+    let mut checkouts = Vec::new();
+    for _ in 0..3 {
+        let (client, url, token, price) = (
+            app.client.clone(),
+            app.url("/api/billing/checkout"),
+            app.tenant_token("slow"),
+            prices.team_annual.clone(),
+        );
+        checkouts.push(tokio::spawn(async move {
+            client.post(url).bearer_auth(token).json(&json!({"price_id": price, "quantity": 2})).send().await
+        }));
+    }
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let id = app.run("runner", "fix").await;
+        assert!(started.elapsed() < WITHIN, "reserve+commit {id} took {:?}", started.elapsed());
+    }
+    let mut sessions = Vec::new();
+    for c in checkouts {
+        let response = c.await.unwrap().unwrap();
+        assert_eq!(response.status(), 200);
+        sessions.push(response.json::<serde_json::Value>().await.unwrap()["session_id"].clone());
+    }
+    sessions.dedup();
+    assert_eq!(sessions.len(), 3, "each checkout opened its own session");
+    let customers =
+        crate::helpers::sim_call(&sim, Method::GET, "/v1/customers", &[("email", "slow@acme.test")]).await;
+    assert_eq!(customers["data"].as_array().unwrap().len(), 1, "exactly one Customer");
+    let expired =
+        crate::helpers::sim_call(&sim, Method::GET, "/v1/events", &[("type", "checkout.session.expired")])
+            .await;
+    assert_eq!(expired["data"].as_array().unwrap().len(), 2, "each new session expired the one before");
+}
+
+/// What each layer may not name (design: domain ← store, stripe ← billing ← http ← cli).
+const RULES: &[(&str, &[&str])] = &[
+    (
+        "src/domain",
+        &[
+            "crate::store",
+            "crate::stripe",
+            "crate::billing",
+            "crate::http",
+            "crate::cli",
+            "crate::config",
+            "crate::telemetry",
+            "crate::ratelimit",
+            "sqlx",
+            "axum",
+            "reqwest",
+            "tokio",
+            "with_db!",
+            "stripe_sim",
+        ],
+    ),
+    (
+        "src/store",
+        &["crate::http", "crate::billing", "crate::cli", "crate::stripe", "ApiError", "stripe_sim"],
+    ),
+    (
+        "src/stripe",
+        &["crate::http", "crate::billing", "crate::cli", "crate::store", "with_db!", "stripe_sim"],
+    ),
+    ("src/billing", &["crate::http", "crate::cli", "ApiError", "with_db!", "sqlx", "axum", "stripe_sim"]),
+    ("src/http", &["crate::cli", "with_db!", "sqlx::", "stripe_sim"]),
+    ("src/config.rs", &["crate::http", "crate::billing", "crate::store", "crate::cli", "stripe_sim"]),
+    ("src/ratelimit.rs", &["crate::http", "crate::billing", "crate::store", "crate::cli", "ApiError"]),
+];
+
+fn rust_files(path: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    if path.is_file() {
+        out.push(path.to_owned());
+    } else if let Ok(entries) = std::fs::read_dir(path) {
+        for entry in entries.flatten() {
+            rust_files(&entry.path(), out);
+        }
+    }
+}
+
+/// The source lines that name `needle`, ignoring comments (a comment may speak of any layer).
+fn code_mentions(source: &str, needle: &str) -> Vec<usize> {
+    source
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            let code = line.split("//").next().unwrap_or_default();
+            code.contains(needle)
+        })
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
+#[test]
+fn layers_only_import_downward() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut broken = Vec::new();
+    for (layer, forbidden) in RULES {
+        let mut files = Vec::new();
+        rust_files(&root.join(layer), &mut files);
+        assert!(!files.is_empty(), "{layer} has sources");
+        for file in files {
+            let source = std::fs::read_to_string(&file).unwrap();
+            for needle in *forbidden {
+                for line in code_mentions(&source, needle) {
+                    broken.push(format!("{}:{line} names {needle}", file.display()));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "layering rules broken:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn only_the_store_writes_sql_and_only_cli_reaches_the_simulator() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    let mut broken = Vec::new();
+    for file in files {
+        let relative = file.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let source = std::fs::read_to_string(&file).unwrap();
+        if !relative.starts_with("src/store") {
+            for needle in ["with_db!", "sqlx::query", "sqlx::"] {
+                broken.extend(
+                    code_mentions(&source, needle).into_iter().map(|l| format!("{relative}:{l} {needle}")),
+                );
+            }
+        }
+        if !relative.starts_with("src/cli") {
+            broken.extend(
+                code_mentions(&source, "stripe_sim")
+                    .into_iter()
+                    .map(|l| format!("{relative}:{l} stripe_sim")),
+            );
+        }
+    }
+    assert!(broken.is_empty(), "outside their layer:\n{}", broken.join("\n"));
+}
+
+/// The rule checker itself: a forbidden name in code is found, the same name in a comment is not.
+#[test]
+fn the_layering_check_sees_code_and_ignores_comments() {
+    let source =
+        "use crate::http::AppState;\n// crate::http is only mentioned here\nlet x = 1; // crate::cli\n";
+    assert_eq!(code_mentions(source, "crate::http"), vec![1]);
+    assert!(code_mentions(source, "crate::cli").is_empty());
+}
