@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,10 +17,11 @@ use hydra_billing::domain::clock::Clock;
 use hydra_billing::http::{AppState, Application};
 use hydra_billing::store::Store;
 use hydra_billing::with_db;
-use sqlx::postgres::PgConnectOptions;
+
+mod support;
+use support::{SERVICE_TOKEN, sim_post};
 
 const CONCURRENCY: usize = 16;
-const SERVICE_TOKEN: &str = "fake-bench-service-token-0123456789abcdef";
 
 fn seconds() -> Duration {
     Duration::from_secs(std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5))
@@ -61,24 +61,6 @@ async fn bare_axum() -> String {
     base
 }
 
-fn env() -> std::collections::HashMap<String, String> {
-    [
-        ("BIND", "127.0.0.1:0"),
-        ("STRIPE_SECRET_KEY", "sk_test_fake_bench"),
-        ("STRIPE_WEBHOOK_SECRET", "whsec_fake_bench"),
-        ("STRIPE_TEAM_MONTHLY_PRICE_ID", "price_fake_tm"),
-        ("STRIPE_TEAM_ANNUAL_PRICE_ID", "price_fake_ta"),
-        ("STRIPE_BUSINESS_MONTHLY_PRICE_ID", "price_fake_bm"),
-        ("STRIPE_BUSINESS_ANNUAL_PRICE_ID", "price_fake_ba"),
-        ("HYDRA_AUTH_SECRET", "fake-bench-auth-secret-0123456789abcdef"),
-        ("HYDRA_SERVICE_TOKEN", SERVICE_TOKEN),
-        ("STRIPE_CALLS_PER_SECOND", "100000"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
-}
-
 struct Row {
     db: &'static str,
     webhooks: f64,
@@ -87,17 +69,6 @@ struct Row {
     reserve_commit: f64,
     bare_update: f64,
     reset_100k: Duration,
-}
-
-async fn sim_post(base: &str, path: &str, params: &[(&str, &str)]) -> serde_json::Value {
-    let r = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .bearer_auth("sk_test_fake_bench")
-        .form(params)
-        .send()
-        .await
-        .unwrap();
-    r.json().await.unwrap()
 }
 
 /// Webhook events per second end to end: signed POSTs (verified and stored) from 16 clients while
@@ -179,7 +150,7 @@ async fn bench_db(name: &'static str, db: Store, bare_base: &str) -> Row {
         .await;
         prices.push(p["id"].as_str().unwrap().to_owned());
     }
-    let mut vars = env();
+    let mut vars = support::env();
     vars.insert("STRIPE_API_BASE".into(), sim.base_url.clone());
     vars.insert("STRIPE_TEAM_MONTHLY_PRICE_ID".into(), prices[0].clone());
     vars.insert("STRIPE_TEAM_ANNUAL_PRICE_ID".into(), prices[1].clone());
@@ -231,24 +202,7 @@ async fn bench_db(name: &'static str, db: Store, bare_base: &str) -> Row {
         let (client, base) = (client.clone(), base.clone());
         per_second(move || {
             let (client, base) = (client.clone(), base.clone());
-            async move {
-                let r = client
-                    .post(format!("{base}/api/tenants/bench/usage/fix/reserve"))
-                    .bearer_auth(SERVICE_TOKEN)
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(r.status().is_success(), "{}", r.status());
-                let body: serde_json::Value = r.json().await.unwrap();
-                let id = body["reservation_id"].as_str().unwrap();
-                let r = client
-                    .post(format!("{base}/api/usage/reservations/{id}/commit"))
-                    .bearer_auth(SERVICE_TOKEN)
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(r.status().is_success());
-            }
+            async move { support::reserve_commit(&client, &base).await }
         })
         .await
     };
@@ -303,26 +257,7 @@ async fn main() {
     let sqlite =
         Store::connect(&format!("sqlite://{}", dir.path().join("bench.db").display())).await.unwrap();
     let mut rows = vec![bench_db("sqlite", sqlite, &bare).await];
-    if let Ok(url) = std::env::var("HYDRA_BENCH_POSTGRES_URL") {
-        let schema = format!("hb_bench_{}", uuid::Uuid::new_v4().simple());
-        let admin = Store::connect(&url).await.unwrap();
-        with_db!(&admin, |pool| {
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-                .execute(pool)
-                .await
-                .map(|_| ())
-        })
-        .unwrap();
-        let options = PgConnectOptions::from_str(&url).unwrap().options([("search_path", schema.as_str())]);
-        rows.push(bench_db("postgres", Store::connect_postgres(options).await.unwrap(), &bare).await);
-        with_db!(&admin, |pool| {
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-                .execute(pool)
-                .await
-                .map(|_| ())
-        })
-        .unwrap();
-    }
+    rows.extend(support::on_postgres(|store| bench_db("postgres", store, &bare)).await);
     println!(
         "\n{CONCURRENCY} concurrent clients, {}s per measurement, {} cores",
         seconds().as_secs(),

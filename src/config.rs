@@ -152,14 +152,6 @@ pub fn database_url(vars: &HashMap<String, String>) -> String {
     Vars { vars, errors: Vec::new() }.get("DATABASE_URL").unwrap_or(DEFAULT_DATABASE_URL).to_owned()
 }
 
-/// `BILLING_ENABLED` and `GRACE_PERIOD_DAYS` alone, by the same rules as `serve`, for commands
-/// that run jobs without the rest of the configuration.
-pub fn billing_switch_and_grace(vars: &HashMap<String, String>) -> Result<(bool, i64), ConfigErrors> {
-    let mut v = Vars { vars, errors: Vec::new() };
-    let settings = (v.billing_enabled(), v.grace_period_days());
-    if v.errors.is_empty() { Ok(settings) } else { Err(ConfigErrors(v.errors)) }
-}
-
 impl Config {
     /// The full configuration `serve` needs; every missing or malformed setting is reported.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Config, ConfigErrors> {

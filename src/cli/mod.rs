@@ -229,6 +229,7 @@ async fn billing_for_command() -> anyhow::Result<Billing> {
 
 fn token(tenant: &str, email: Option<&str>, uid: &str, role: RoleArg, ttl: &str) -> anyhow::Result<()> {
     TenantId::parse(tenant)?;
+    // The signing key alone: minting a token must work before the rest of the service is set up.
     let secret = std::env::var("HYDRA_AUTH_SECRET").context("HYDRA_AUTH_SECRET is required")?;
     if secret.len() < 32 {
         bail!("HYDRA_AUTH_SECRET must be at least 32 bytes");

@@ -6,6 +6,8 @@ use anyhow::Context;
 use crate::config::{self, Secret};
 use crate::stripe::StripeClient;
 
+/// Reads only the key, the base and PUBLIC_URL, not the full `Config`: it runs before the price
+/// ids that `Config` requires exist (it is what makes them).
 pub(super) async fn setup() -> anyhow::Result<()> {
     let vars = config::env_map();
     let key =

@@ -133,6 +133,32 @@ impl Store {
         Ok(Store::Postgres(pool))
     }
 
+    /// A new PostgreSQL schema in this database and a store whose connections work inside it: an
+    /// isolated database within a shared one (preflight's scratch copy, each test, each bench).
+    pub async fn with_new_schema(&self, schema: &str) -> anyhow::Result<Store> {
+        let Store::Postgres(pool) = self else { bail!("schemas are a PostgreSQL feature") };
+        if schema.is_empty()
+            || !schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            bail!("a schema name is lowercase letters, digits and '_'");
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(pool).await?;
+        let options = (*pool.connect_options()).clone().options([("search_path", schema)]);
+        Store::connect_postgres(options).await
+    }
+
+    /// Drops a schema [`Store::with_new_schema`] made, with everything in it.
+    pub async fn drop_schema(&self, schema: &str) -> anyhow::Result<()> {
+        let Store::Postgres(pool) = self else { bail!("schemas are a PostgreSQL feature") };
+        if !schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            bail!("a schema name is lowercase letters, digits and '_'");
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Store::Sqlite(_) => "sqlite",

@@ -113,14 +113,7 @@ impl Store {
                         .await?;
                     Store::connect(&format!("sqlite://{}", path.display())).await?
                 }
-                Store::Postgres(pool) => {
-                    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {scratch}")))
-                        .execute(pool)
-                        .await?;
-                    let options =
-                        (*pool.connect_options()).clone().options([("search_path", scratch.as_str())]);
-                    Store::connect_postgres(options).await?
-                }
+                Store::Postgres(_) => self.with_new_schema(&scratch).await?,
             };
             let outcome = async {
                 copy.migrate_up().await?;
@@ -138,11 +131,8 @@ impl Store {
                     let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{scratch}.db{suffix}")));
                 }
             }
-            Store::Postgres(pool) => {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {scratch} CASCADE")))
-                    .execute(pool)
-                    .await
-                    .map(|r| r.rows_affected());
+            Store::Postgres(_) => {
+                let _ = self.drop_schema(&scratch).await;
             }
         }
         result

@@ -105,71 +105,126 @@ async fn migrate_and_jobs_run_from_the_command_line() {
     assert!(!ok && out.contains("no stored event"), "{out}");
 }
 
-/// `serve` from the shell: JSON log lines, each request's line carrying its request id, and no
-/// secret anywhere in the output.
-#[test]
-fn serve_logs_json_lines_with_request_ids_and_no_secrets() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = bin();
-    for (k, v) in crate::helpers::test_env() {
-        cmd.env(k, v);
+/// `serve` as an operator starts it, on a fresh SQLite file: its stdout lines arrive on a channel
+/// (so waits have deadlines), stderr is kept, and the process is killed on drop.
+struct Serve {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    logged: Vec<String>,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Serve {
+    fn start() -> Serve {
+        use std::io::{BufRead, BufReader, Read};
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = bin()
+            .envs(crate::helpers::test_env())
+            .arg("serve")
+            .env("DATABASE_URL", format!("sqlite://{}", dir.path().join("b.db").display()))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (mut pipe, kept) = (child.stderr.take().unwrap(), stderr.clone());
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            kept.lock().unwrap().push_str(&text);
+        });
+        let mut serve = Serve { child, lines, stderr, logged: Vec::new(), port: 0, _dir: dir };
+        // The first line announces the port (BIND is 127.0.0.1:0).
+        assert!(serve.wait_for(|l| l.contains("\"port\"")), "serve announces its port: {:?}", serve.logged);
+        serve.port = serve
+            .logged
+            .iter()
+            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["fields"]["port"].as_u64())
+            .unwrap() as u16;
+        serve
     }
-    let mut child = cmd
-        .arg("serve")
-        .env("DATABASE_URL", format!("sqlite://{}", dir.path().join("b.db").display()))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    // The first line announces the port (BIND is 127.0.0.1:0).
-    let port = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            let v: serde_json::Value = serde_json::from_str(&l).ok()?;
-            v["fields"]["port"].as_u64()
-        })
-        .expect("serve announces its port");
-    let send = |request: String| {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port as u16)).unwrap();
+
+    /// Reads log lines until one matches, for at most 30 s; false if none did.
+    fn wait_for(&mut self, what: impl Fn(&str) -> bool) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if self.logged.iter().any(|l| what(l)) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.logged.push(line),
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// One raw HTTP/1.1 request; the whole response.
+    fn send(&self, request: &str) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         stream.write_all(request.as_bytes()).unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         response
-    };
-    let response = send(format!(
+    }
+
+    /// Stops the process; everything it wrote to stderr.
+    fn stop(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        // The reader thread ends when the pipe closes; give it a moment to hand the text over.
+        while self.stderr.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `serve` from the shell: JSON log lines, each request's line carrying its request id, and no
+/// secret anywhere in the output.
+#[test]
+fn serve_logs_json_lines_with_request_ids_and_no_secrets() {
+    let mut serve = Serve::start();
+    let response = serve.send(&format!(
         "GET /api/tenants/t1/access?feature=jira HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\nconnection: close\r\n\r\n",
         crate::helpers::SERVICE_TOKEN
     ));
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     // A webhook with a wrong signature: refused and logged, with neither secret in sight.
     let body = r#"{"id":"evt_1","type":"invoice.paid"}"#;
-    let response = send(format!(
+    let response = serve.send(&format!(
         "POST /api/webhooks/stripe HTTP/1.1\r\nhost: x\r\nstripe-signature: t=1,v1=00\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     ));
     assert!(response.starts_with("HTTP/1.1 400"), "{response}");
-    let logged: Vec<String> = lines
-        .map_while(Result::ok)
-        .take(200)
-        .scan(0, |done, l| {
-            if *done >= 2 {
-                return None;
-            }
-            if l.contains("finished processing request") {
-                *done += 1;
-            }
-            Some(l)
-        })
-        .collect();
-    let _ = child.kill();
-    let _ = child.wait();
-    let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    let request_line =
-        logged.iter().find(|l| l.contains("finished processing request")).expect("the request is logged");
+    let finished = |l: &str| l.contains("finished processing request") && l.contains("/api/webhooks/stripe");
+    assert!(serve.wait_for(finished), "both requests are logged: {:?}", serve.logged);
+    let stderr = serve.stop();
+    let logged = serve.logged.clone();
+    let request_line = logged
+        .iter()
+        .find(|l| l.contains("finished processing request") && l.contains("/api/tenants/t1/access"))
+        .expect("the request is logged");
     let log: serde_json::Value = serde_json::from_str(request_line).expect("log lines are JSON");
     assert_eq!(log["span"]["path"], "/api/tenants/t1/access");
     assert_eq!(log["span"]["request_id"].as_str().unwrap().len(), 36, "{request_line}");
@@ -290,46 +345,7 @@ async fn demo_serves_a_working_site_with_nothing_configured() {
 /// worker, carries the Stripe event's id and type (the futures are instrumented with its span).
 #[test]
 fn every_log_line_about_a_webhook_carries_its_event_id_and_type() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = bin();
-    for (k, v) in crate::helpers::test_env() {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .arg("serve")
-        .env("DATABASE_URL", format!("sqlite://{}", dir.path().join("b.db").display()))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Lines arrive on a channel, so the test waits for them with a deadline, never forever.
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut logged: Vec<String> = Vec::new();
-    let wait_for = |what: &dyn Fn(&str) -> bool, logged: &mut Vec<String>| loop {
-        if logged.iter().any(|l| what(l)) {
-            return true;
-        }
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => logged.push(line),
-            Err(_) => return false,
-        }
-    };
-    assert!(wait_for(&|l| l.contains("\"port\""), &mut logged), "serve announces its port: {logged:?}");
-    let port = logged
-        .iter()
-        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["fields"]["port"].as_u64())
-        .unwrap();
+    let mut serve = Serve::start();
     let id = "evt_logged_1";
     let kind = "invoice.paid";
     let body = serde_json::json!({
@@ -342,24 +358,16 @@ fn every_log_line_about_a_webhook_carries_its_event_id_and_type() {
         hydra_billing::domain::clock::Clock::System.now(),
         body.as_bytes(),
     );
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port as u16)).unwrap();
-    stream
-        .write_all(
-            format!(
-                "POST /api/webhooks/stripe HTTP/1.1\r\nhost: x\r\nstripe-signature: {signature}\r\n\
-                 content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        )
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let response = serve.send(&format!(
+        "POST /api/webhooks/stripe HTTP/1.1\r\nhost: x\r\nstripe-signature: {signature}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    ));
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     // The worker parks it (no tenant has that customer): a processing line, after the intake's.
-    let parked = wait_for(&|l| l.contains("event parked"), &mut logged);
-    let _ = child.kill();
-    let _ = child.wait();
+    let parked = serve.wait_for(|l| l.contains("event parked"));
+    serve.stop();
+    let logged = serve.logged.clone();
     assert!(parked, "the worker logged its processing: {logged:?}");
     let about_it: Vec<serde_json::Value> = logged
         .iter()

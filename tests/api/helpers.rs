@@ -2,7 +2,6 @@
 //! a manual clock, and `TestApp` has one method per endpoint.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 
 use hydra_billing::billing::Billing;
 use hydra_billing::config::Config;
@@ -13,7 +12,6 @@ use hydra_billing::store::Store;
 use hydra_billing::with_db;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
-use sqlx::postgres::PgConnectOptions;
 
 /// 2026-01-01T00:00:00Z: tests start from a fixed instant and move the clock explicitly.
 pub const START: Timestamp = 1_767_225_600;
@@ -58,16 +56,7 @@ pub async fn fresh_db() -> TestDb {
         Ok(base) if !base.is_empty() => {
             let schema = format!("hb_test_{}", uuid::Uuid::new_v4().simple());
             let admin = Store::connect(&base).await.expect("HYDRA_TEST_POSTGRES_URL is reachable");
-            with_db!(&admin, |pool| {
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-                    .execute(pool)
-                    .await
-                    .map(|_| ())
-            })
-            .unwrap();
-            let options =
-                PgConnectOptions::from_str(&base).unwrap().options([("search_path", schema.as_str())]);
-            let db = Store::connect_postgres(options).await.unwrap();
+            let db = admin.with_new_schema(&schema).await.unwrap();
             let url = format!("{base}?options=-c%20search_path%3D{schema}");
             TestDb { db, url, _dir: None }
         }
@@ -368,21 +357,23 @@ pub async fn spawn_with_deliveries_and(
     WithStripe::on_simulator(app, sim, prices)
 }
 
+/// The catalogue's products and prices in the simulator, at the catalogue's own amounts.
 pub async fn create_prices(sim: &stripe_sim::Simulator) -> Prices {
+    use hydra_billing::domain::catalogue::{PLANS, PRODUCTS};
     let mut ids = Vec::new();
-    for (name, monthly, annual) in [("Hydra Team", "2000", "19200"), ("Hydra Business", "4000", "38400")] {
-        let product = sim_call(sim, reqwest::Method::POST, "/v1/products", &[("name", name)]).await;
-        let product = product["id"].as_str().unwrap().to_owned();
-        for (amount, interval) in [(monthly, "month"), (annual, "year")] {
+    for product in &PRODUCTS {
+        let id = sim_call(sim, reqwest::Method::POST, "/v1/products", &[("name", product.name)]).await;
+        let id = id["id"].as_str().unwrap().to_owned();
+        for plan in PLANS.iter().filter(|p| p.tier == product.tier) {
             let price = sim_call(
                 sim,
                 reqwest::Method::POST,
                 "/v1/prices",
                 &[
-                    ("product", &product),
-                    ("unit_amount", amount),
+                    ("product", &id),
+                    ("unit_amount", &plan.unit_amount.to_string()),
                     ("currency", "usd"),
-                    ("recurring[interval]", interval),
+                    ("recurring[interval]", plan.interval.as_str()),
                 ],
             )
             .await;
