@@ -51,7 +51,8 @@ impl Job {
         Job::ALL.into_iter().find(|j| j.name() == name)
     }
 
-    fn every(self) -> Duration {
+    /// The cadence on the service's clock.
+    pub fn every(self) -> Duration {
         match self {
             Job::FreeTierReset => Duration::from_secs(3600),
             Job::ReservationExpiry => Duration::from_secs(60),
@@ -94,23 +95,36 @@ impl Billing {
         result
     }
 
-    /// Starts the event worker and every job on its interval in `tasks` (a failed run is logged
-    /// and retried at the next tick). Whoever owns `tasks` stops them all with it.
+    /// Starts the event worker and the job scheduler in `tasks`; whoever owns `tasks` stops them
+    /// all with it.
+    ///
+    /// A job is due when its cadence has passed on the service's clock since its last start
+    /// (`job_runs`), and each period's run is claimed in the database: with several replicas
+    /// each job still runs once per period, and a moved test clock (or the demo's) moves the
+    /// jobs with it. A failed run is logged and waits for its next period.
     pub fn spawn_background(&self, tasks: &mut JoinSet<()>) {
         tasks.spawn(self.clone().event_worker());
+        let billing = self.clone();
+        tasks.spawn(async move {
+            loop {
+                billing.run_due_jobs().await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    /// Runs every job whose period has come (claimed, so once across replicas).
+    pub async fn run_due_jobs(&self) {
         for job in Job::ALL {
-            let billing = self.clone();
-            tasks.spawn(async move {
-                let mut tick = tokio::time::interval(job.every());
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    match billing.run_job(job).await {
-                        Ok(rows) => tracing::info!(job = job.name(), rows, "job ran"),
-                        Err(e) => tracing::error!(job = job.name(), error = format!("{e:#}"), "job failed"),
-                    }
-                }
-            });
+            let every = job.every().as_secs() as i64;
+            match self.store.claim_job_run(job.name(), self.clock.now(), every).await {
+                Ok(true) => match self.run_job(job).await {
+                    Ok(rows) => tracing::info!(job = job.name(), rows, "job ran"),
+                    Err(e) => tracing::error!(job = job.name(), error = format!("{e:#}"), "job failed"),
+                },
+                Ok(false) => {}
+                Err(e) => tracing::warn!(job = job.name(), error = %e, "cannot claim the job's run"),
+            }
         }
     }
 }

@@ -116,9 +116,21 @@ enum StripeAction {
         port: u16,
         #[arg(long, default_value = "127.0.0.1")]
         host: std::net::IpAddr,
-        /// Deliver webhooks in chaos mode with this seed (duplicates, delays, dropped first tries).
+        /// Deliver webhooks in chaos mode with this seed (duplicates, delays, dropped first tries);
+        /// it also seeds `--fail-rate` and the latency jitter.
         #[arg(long)]
         chaos_seed: Option<u64>,
+        /// Every API call waits MS milliseconds, plus up to JITTER more: `300` or `300,100`.
+        #[arg(long, value_name = "MS[,JITTER]")]
+        latency: Option<String>,
+        /// At most N API calls a second per key (Stripe: 25 in test mode, 100 live); beyond it 429
+        /// `rate_limit`, as Stripe answers.
+        #[arg(long, value_name = "N")]
+        rate_limit: Option<u32>,
+        /// This share (0 to 1) of API calls answers 500 `api_error`, half before the request is
+        /// applied and half after.
+        #[arg(long, value_name = "P")]
+        fail_rate: Option<f64>,
     },
 }
 
@@ -167,8 +179,11 @@ pub async fn main() -> ExitCode {
         Command::Preflight { repo } => return ops::preflight(&repo).await,
         Command::Stripe { action: StripeAction::Setup } => stripe::setup().await,
         #[cfg(feature = "sim")]
-        Command::Stripe { action: StripeAction::Sim { port, host, chaos_seed } } => {
-            stripe::simulator(std::net::SocketAddr::new(host, port), chaos_seed).await
+        Command::Stripe {
+            action: StripeAction::Sim { port, host, chaos_seed, latency, rate_limit, fail_rate },
+        } => {
+            let addr = std::net::SocketAddr::new(host, port);
+            stripe::simulator(addr, chaos_seed, latency.as_deref(), rate_limit, fail_rate).await
         }
     };
     match result {

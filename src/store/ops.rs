@@ -54,6 +54,31 @@ impl Store {
         row.and_then(|(v,)| v.parse().ok())
     }
 
+    /// Claims this period's run of a job: true for exactly one caller (process or replica) once
+    /// `every` seconds have passed since its last start; the start is recorded with the claim.
+    pub async fn claim_job_run(&self, name: &str, now: Timestamp, every: i64) -> StoreResult<bool> {
+        let claimed: Option<(String,)> = with_db!(self, |pool| {
+            sqlx::query_as(
+                "INSERT INTO job_runs (name, last_started_at) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET last_started_at = excluded.last_started_at \
+                 WHERE job_runs.last_started_at <= $3 RETURNING name",
+            )
+            .bind(name)
+            .bind(now)
+            .bind(now - every)
+            .fetch_optional(pool)
+            .await
+        })?;
+        Ok(claimed.is_some())
+    }
+
+    /// When each job last started (operators, metrics and tests read it).
+    pub async fn job_starts(&self) -> StoreResult<Vec<(String, Timestamp)>> {
+        Ok(with_db!(self, |pool| {
+            sqlx::query_as("SELECT name, last_started_at FROM job_runs ORDER BY name").fetch_all(pool).await
+        })?)
+    }
+
     /// Records a job's outcome for operators (`job_runs`).
     pub async fn record_job_run(
         &self,

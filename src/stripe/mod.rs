@@ -76,7 +76,8 @@ impl StripeClient {
             http,
             base: base.trim_end_matches('/').to_owned(),
             key,
-            max_retries: 3,
+            // Enough to ride out a few seconds of 429s at Stripe's test-mode rate.
+            max_retries: 5,
             backoff: Duration::from_millis(250),
             budget: std::sync::Arc::new(crate::ratelimit::Limiter::new(calls_per_second, 1)),
         }
@@ -119,9 +120,22 @@ impl StripeClient {
             if let Some(key) = &idempotency_key {
                 request = request.header("Idempotency-Key", key);
             }
-            let outcome = match request.send().await {
+            // What a failed attempt was, and how long Stripe asked us to wait (Retry-After).
+            let (outcome, asked_wait) = match request.send().await {
                 Ok(response) => {
                     let status = response.status().as_u16();
+                    let retry_after = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(|s| Duration::from_secs(s.min(60)));
+                    // Stripe says outright when a retry cannot help (or must happen).
+                    let should_retry = response
+                        .headers()
+                        .get("stripe-should-retry")
+                        .and_then(|v| v.to_str().ok())
+                        .map(|v| v == "true");
                     let body: Value = response.json().await.unwrap_or(Value::Null);
                     if (200..300).contains(&status) {
                         metrics::counter!("hydra_stripe_calls_total", "outcome" => "ok").increment(1);
@@ -129,11 +143,13 @@ impl StripeClient {
                     }
                     let error = &body["error"];
                     let text = |k: &str| error[k].as_str().map(str::to_owned);
-                    if status == 429
+                    let transient = status == 429
                         || status >= 500
-                        || (status == 409 && text("code").as_deref() == Some("idempotency_key_in_use"))
-                    {
-                        StripeCallError::Unavailable(format!("HTTP {status}"))
+                        || (status == 409 && text("code").as_deref() == Some("idempotency_key_in_use"));
+                    if should_retry.unwrap_or(transient) {
+                        let outcome = if status == 429 { "rate_limited" } else { "unavailable" };
+                        metrics::counter!("hydra_stripe_calls_total", "outcome" => outcome).increment(1);
+                        (StripeCallError::Unavailable(format!("HTTP {status}")), retry_after)
                     } else {
                         metrics::counter!("hydra_stripe_calls_total", "outcome" => "refused").increment(1);
                         return Err(StripeCallError::Api {
@@ -146,16 +162,30 @@ impl StripeClient {
                     }
                 }
                 // reqwest's error text names the URL and cause, never our headers.
-                Err(e) => StripeCallError::Unavailable(e.without_url().to_string()),
+                Err(e) => {
+                    metrics::counter!("hydra_stripe_calls_total", "outcome" => "unavailable").increment(1);
+                    (StripeCallError::Unavailable(e.without_url().to_string()), None)
+                }
             };
-            metrics::counter!("hydra_stripe_calls_total", "outcome" => "unavailable").increment(1);
-            if attempt >= self.max_retries {
+            // A write is retried only under its Idempotency-Key (every POST here has one), so a
+            // 500 or timeout after Stripe applied it cannot apply it twice; reads are safe.
+            let retryable = method == reqwest::Method::GET || idempotency_key.is_some();
+            if attempt >= self.max_retries || !retryable {
                 return Err(outcome);
             }
             attempt += 1;
-            tokio::time::sleep(self.backoff * 2u32.pow(attempt - 1)).await;
+            tokio::time::sleep(asked_wait.unwrap_or_else(|| jittered(self.backoff * 2u32.pow(attempt - 1))))
+                .await;
         }
     }
+}
+
+/// `base` plus up to half of it again, at random: clients that failed together do not retry
+/// together.
+fn jittered(base: Duration) -> Duration {
+    let spread = base.as_millis() as u64 / 2;
+    let random = (uuid::Uuid::new_v4().as_u128() % u128::from(spread.max(1))) as u64;
+    base + Duration::from_millis(random)
 }
 
 impl StripeClient {

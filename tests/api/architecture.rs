@@ -246,10 +246,17 @@ fn the_layering_check_sees_code_and_ignores_comments() {
     assert!(code_mentions(source, "crate::cli").is_empty());
 }
 
-/// The background tasks `serve` runs (the event worker and the jobs) belong to the server: they
-/// work while it runs and are stopped, not left behind, when it shuts down.
-#[tokio::test]
-async fn background_tasks_run_with_the_server_and_stop_with_it() {
+/// A server running its background tasks (as `serve` does) on a fresh database and a manual
+/// clock; stopped by sending on the returned channel.
+struct WithJobs {
+    store: hydra_billing::store::Store,
+    clock: hydra_billing::domain::clock::Clock,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _db: crate::helpers::TestDb,
+}
+
+async fn spawn_with_jobs() -> WithJobs {
     use hydra_billing::billing::Billing;
     use hydra_billing::http::{AppState, Application};
 
@@ -257,13 +264,21 @@ async fn background_tasks_run_with_the_server_and_stop_with_it() {
     let config = hydra_billing::config::Config::from_vars(&crate::helpers::test_env()).unwrap();
     test_db.db.migrate_up().await.unwrap();
     let clock = hydra_billing::domain::clock::Clock::manual(crate::helpers::START);
-    let billing = Billing::open(config, test_db.db.clone(), clock).await.unwrap();
+    let billing = Billing::open(config, test_db.db.clone(), clock.clone()).await.unwrap();
     let store = billing.store.clone();
     let app = Application::build(AppState::new(billing)).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(true, async move {
         let _ = stopped.await;
     }));
+    WithJobs { store, clock, stop, server, _db: test_db }
+}
+
+/// The background tasks `serve` runs (the event worker and the jobs) belong to the server: they
+/// work while it runs and are stopped, not left behind, when it shuts down.
+#[tokio::test]
+async fn background_tasks_run_with_the_server_and_stop_with_it() {
+    let WithJobs { store, stop, server, _db, .. } = spawn_with_jobs().await;
     // An event for no customer: a running worker parks it.
     let store_event = |id: &'static str| {
         let store = store.clone();
@@ -307,4 +322,37 @@ async fn background_tasks_run_with_the_server_and_stop_with_it() {
             .await,
         "no worker is left running after shutdown"
     );
+}
+
+/// Each job runs on its own cadence as the service's clock moves (a test clock here), and only
+/// once per period: the run is claimed in the database, as replicas would have to.
+#[tokio::test]
+async fn each_job_runs_on_its_cadence_of_the_service_clock() {
+    use hydra_billing::billing::jobs::Job;
+    let w = spawn_with_jobs().await;
+    let starts = || async {
+        w.store.job_starts().await.unwrap().into_iter().collect::<std::collections::HashMap<_, _>>()
+    };
+    let all_at = |at: i64| async move {
+        let s = starts().await;
+        Job::ALL.iter().all(|j| s.get(j.name()).is_some_and(|t| *t >= at))
+    };
+    assert!(eventually(Duration::from_secs(10), async || all_at(crate::helpers::START).await).await);
+    let start = crate::helpers::START;
+    // A minute on: the per-minute and per-10-second jobs are due, the others are not.
+    w.clock.advance(60);
+    let minute = |name: &'static str| async move { starts().await.get(name).copied() == Some(start + 60) };
+    assert!(eventually(Duration::from_secs(10), async || minute("reservation-expiry").await).await);
+    assert!(eventually(Duration::from_secs(10), async || minute("outbox").await).await);
+    let s = starts().await;
+    for job in [Job::PeriodEnd, Job::GraceExpiry, Job::FreeTierReset, Job::Reconcile] {
+        assert_eq!(s.get(job.name()), Some(&start), "{} is not due after a minute", job.name());
+    }
+    // An hour on: every job has run again, once.
+    w.clock.advance(3600 - 60);
+    assert!(eventually(Duration::from_secs(10), async || all_at(start + 3600).await).await);
+    let s = starts().await;
+    assert!(Job::ALL.iter().all(|j| s.get(j.name()) == Some(&(start + 3600))), "{s:?}");
+    w.stop.send(()).unwrap();
+    let _ = w.server.await;
 }

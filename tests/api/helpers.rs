@@ -260,6 +260,10 @@ pub async fn json(response: Response) -> Value {
 }
 
 pub const WEBHOOK_SECRET: &str = "whsec_fake_harness";
+/// The key the tests' own calls to the simulator use (the service has `sk_test_fake_harness`):
+/// the simulator's slow, limited and failing conditions can then exempt the harness, which plays
+/// the Dashboard and the customer's browser.
+pub const HARNESS_KEY: &str = "sk_test_fake_harness_direct";
 
 /// The app wired to a Stripe: a fresh in-process simulator with the four prices created on it, or
 /// (online) Stripe test mode itself.
@@ -288,7 +292,7 @@ pub async fn sim_call(
     path: &str,
     params: &[(&str, &str)],
 ) -> Value {
-    api_call(&sim.base_url, "sk_test_fake_harness", method, path, params).await
+    api_call(&sim.base_url, HARNESS_KEY, method, path, params).await
 }
 
 /// One call to a Stripe API (the simulator's or Stripe's), asserting success.
@@ -333,6 +337,14 @@ pub async fn spawn_with_deliveries_and(
 ) -> WithStripe {
     let settings =
         stripe_sim::SimSettings { chaos: chaos.map(stripe_sim::Chaos::with_seed), ..Default::default() };
+    spawn_with_deliveries_on(settings, tweak).await
+}
+
+/// The same on a simulator started with `settings` (chaos, slow, limited or failing).
+pub async fn spawn_with_deliveries_on(
+    settings: stripe_sim::SimSettings,
+    tweak: impl FnOnce(&mut HashMap<String, String>, &str),
+) -> WithStripe {
     let sim = stripe_sim::Simulator::start("127.0.0.1:0".parse().unwrap(), settings).await.unwrap();
     let prices = create_prices(&sim).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -471,7 +483,7 @@ impl WithStripe {
             app,
             simulator: Some(sim),
             api_base,
-            api_key: "sk_test_fake_harness".into(),
+            api_key: HARNESS_KEY.into(),
             prices,
             observe_by_reconcile: false,
         }

@@ -19,5 +19,6 @@ mod pages;
 mod rollback;
 mod scenarios;
 mod stripe_proxy;
+mod stripe_requests;
 mod tenants;
 mod webhooks;

@@ -56,3 +56,42 @@ async fn reverting_the_billing_columns_refuses_while_tenants_have_customers() {
     assert_eq!(app.db.applied_versions().await.unwrap().len(), MIGRATIONS.len(), "nothing was reverted");
     assert_eq!(migrate_down(&app.db, steps, true).await.unwrap(), 1);
 }
+
+/// Every index a migration creates exists in the database once migrated (on SQLite and
+/// PostgreSQL alike), and a full revert leaves none of them.
+#[tokio::test]
+async fn every_index_the_migrations_declare_exists() {
+    let test_db = fresh_db().await;
+    let db = &test_db.db;
+    let declared: Vec<String> = MIGRATIONS
+        .iter()
+        .flat_map(|(_, _, up, _)| up.lines())
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix("CREATE ")?;
+            let rest = rest.strip_prefix("UNIQUE ").unwrap_or(rest);
+            Some(rest.strip_prefix("INDEX ")?.split_whitespace().next()?.to_owned())
+        })
+        .collect();
+    assert!(declared.len() >= 10, "the migrations declare their indexes: {declared:?}");
+    let present = || async {
+        let rows: Vec<(String,)> = hydra_billing::with_db!(db, |pool| {
+            sqlx::query_as(if db.kind() == "sqlite" {
+                "SELECT name FROM sqlite_master WHERE type = 'index'"
+            } else {
+                "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+            })
+            .fetch_all(pool)
+            .await
+        })
+        .unwrap();
+        rows.into_iter().map(|(n,)| n).collect::<Vec<_>>()
+    };
+    db.migrate_up().await.unwrap();
+    let indexes = present().await;
+    for name in &declared {
+        assert!(indexes.contains(name), "{name} is missing: {indexes:?}");
+    }
+    migrate_down(db, MIGRATIONS.len(), false).await.unwrap();
+    let left = present().await;
+    assert!(declared.iter().all(|n| !left.contains(n)), "a full revert drops them: {left:?}");
+}

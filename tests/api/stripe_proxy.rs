@@ -1,6 +1,7 @@
 //! Owns a test-only proxy in front of the Stripe simulator that makes it behave like Stripe's
 //! network: each call can be slowed by a fixed latency, and calls to one endpoint can be held
-//! open until the test releases them. Real HTTP on both sides; the service sees only a base URL.
+//! open until the test releases them, and every request is recorded as Stripe received it (so a
+//! test can assert what was sent). Real HTTP on both sides; the service sees only a base URL.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -12,6 +13,9 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 
+/// One call as Stripe received it: method, path, and its form (or query) parameters.
+type Received = (Method, String, Vec<(String, String)>);
+
 struct ProxyState {
     upstream: String,
     client: reqwest::Client,
@@ -20,6 +24,8 @@ struct ProxyState {
     hold: std::sync::Mutex<Option<(Method, String)>>,
     gate: watch::Sender<bool>,
     held: AtomicUsize,
+    /// (method, path, form or query parameters) of every call, in order.
+    received: std::sync::Mutex<Vec<Received>>,
 }
 
 pub struct StripeProxy {
@@ -38,6 +44,7 @@ impl StripeProxy {
             hold: std::sync::Mutex::new(None),
             gate,
             held: AtomicUsize::new(0),
+            received: std::sync::Mutex::new(Vec::new()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -61,6 +68,15 @@ impl StripeProxy {
         self.state.gate.send_replace(true);
     }
 
+    /// The parameters of every `method path` call received so far, oldest first.
+    pub fn received(&self, method: Method, path: &str) -> Vec<Vec<(String, String)>> {
+        let all = self.state.received.lock().unwrap();
+        all.iter()
+            .filter(|(m, p, _)| *m == method && p == path)
+            .map(|(_, _, params)| params.clone())
+            .collect()
+    }
+
     /// Calls being held right now.
     pub fn held(&self) -> usize {
         self.state.held.load(Ordering::SeqCst)
@@ -74,6 +90,12 @@ async fn forward(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let raw = if method == Method::GET {
+        uri.query().unwrap_or_default().to_owned()
+    } else {
+        String::from_utf8_lossy(&body).into_owned()
+    };
+    state.received.lock().unwrap().push((method.clone(), uri.path().to_owned(), form_pairs(&raw)));
     let latency = state.latency_ms.load(Ordering::SeqCst);
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
@@ -105,4 +127,37 @@ async fn forward(
         }
         Err(_) => StatusCode::BAD_GATEWAY.into_response(),
     }
+}
+
+/// `a=1&b%5B0%5D=x+y` as `[("a", "1"), ("b[0]", "x y")]`.
+fn form_pairs(raw: &str) -> Vec<(String, String)> {
+    fn decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                        Ok(b) => {
+                            out.push(b);
+                            i += 2;
+                        }
+                        Err(_) => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    raw.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
 }

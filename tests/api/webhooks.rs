@@ -258,13 +258,18 @@ async fn a_renewal_needing_authentication_emails_the_hosted_link_once() {
     s.app.drain().await;
     assert_eq!(s.app.snapshot("t1").await, before);
     assert_eq!(s.app.tenant("t1").await.stripe_subscription_status.as_deref(), Some("past_due"));
-    let keys: Vec<(String,)> = hydra_billing::with_db!(&s.app.db, |pool| {
-        sqlx::query_as("SELECT dedupe_key FROM email_outbox WHERE dedupe_key LIKE 'action_required:%'")
+    let emails: Vec<(String, String)> = hydra_billing::with_db!(&s.app.db, |pool| {
+        sqlx::query_as("SELECT dedupe_key, body FROM email_outbox WHERE dedupe_key LIKE 'action_required:%'")
             .fetch_all(pool)
             .await
     })
     .unwrap();
-    assert_eq!(keys.len(), 1);
+    assert_eq!(emails.len(), 1);
+    // The email sends the customer to Stripe's own page for that invoice, where they authenticate.
+    let link =
+        action[0]["data"]["object"]["hosted_invoice_url"].as_str().expect("the invoice has a hosted page");
+    assert!(link.starts_with("http"), "{link}");
+    assert!(emails[0].1.contains(link), "the email carries {link}: {}", emails[0].1);
 }
 
 #[tokio::test]

@@ -307,11 +307,16 @@ pub fn new_invoice(world: &mut World, sub: &Value, reason: &str, lines: Vec<Valu
     invoice
 }
 
-fn finalize(world: &mut World, invoice_id: &str, now: i64) -> Value {
+/// Finalizes a draft: open, with its hosted page (where the customer pays or authenticates) and
+/// PDF, as Stripe gives every finalized invoice.
+pub fn finalize(world: &mut World, invoice_id: &str, now: i64) -> Value {
+    let hosted = format!("{}/invoice/{invoice_id}", world.base_url);
     let Some(invoice) = world.get_mut(invoice_id) else { return Value::Null };
     invoice["status"] = json!("open");
     invoice["status_transitions"]["finalized_at"] = json!(now);
     invoice["effective_at"] = json!(now);
+    invoice["hosted_invoice_url"] = json!(hosted);
+    invoice["invoice_pdf"] = json!(format!("{hosted}/pdf"));
     let invoice = invoice.clone();
     world.emit("invoice.finalized", &invoice, None, None);
     invoice

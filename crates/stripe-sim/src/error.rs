@@ -104,6 +104,22 @@ impl StripeError {
         StripeError::new(401, "invalid_request_error", None, message)
     }
 
+    /// What Stripe answers past its rate limit (stripe-lifecycles.md §7): 429, `rate_limit`.
+    pub fn rate_limited() -> StripeError {
+        StripeError::new(
+            429,
+            "invalid_request_error",
+            Some("rate_limit"),
+            "Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits.",
+        )
+        .with("doc_url", "https://stripe.com/docs/error-codes/rate-limit")
+    }
+
+    /// Stripe's own failure: the request may or may not have been applied.
+    pub fn api_error() -> StripeError {
+        StripeError::new(500, "api_error", None, "An unknown error occurred")
+    }
+
     pub fn idempotency(key: &str) -> StripeError {
         StripeError::new(
             400,

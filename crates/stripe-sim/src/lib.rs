@@ -40,6 +40,8 @@ pub struct SimSettings {
     pub chaos: Option<Chaos>,
     /// Waits between webhook attempts after a failure; the last one reached ends the retries.
     pub webhook_retry_delays: Vec<Duration>,
+    /// How the API itself behaves: slow, rate-limited, failing (all off by default).
+    pub conditions: Conditions,
 }
 
 impl Default for SimSettings {
@@ -47,8 +49,45 @@ impl Default for SimSettings {
         // Stripe retries live events for up to 3 days; a simulator serving tests retries in
         // seconds so a receiver that was down briefly still gets every event during a test.
         let webhook_retry_delays = [100, 250, 500, 1000, 2000, 4000].map(Duration::from_millis).to_vec();
-        SimSettings { billing: billing::Settings::default(), chaos: None, webhook_retry_delays }
+        SimSettings {
+            billing: billing::Settings::default(),
+            chaos: None,
+            webhook_retry_delays,
+            conditions: Conditions::default(),
+        }
     }
+}
+
+/// The API as the real one behaves on a bad day, on demand: every call waits `latency` plus up
+/// to `jitter`; more than `rate_limit` calls a second from one key are answered 429 `rate_limit`
+/// (a token bucket, as Stripe limits); a seeded `fail_rate` share of calls answers 500
+/// `api_error`, half of them before the request is applied and half after (Stripe's 500s may
+/// come after the write happened, which only an Idempotency-Key makes safe to retry).
+#[derive(Clone, Debug, Default)]
+pub struct Conditions {
+    pub latency: Duration,
+    pub jitter: Duration,
+    pub rate_limit: Option<u32>,
+    pub fail_rate: f64,
+    pub seed: u64,
+    /// Keys the conditions leave alone: a test harness playing the Dashboard or the customer's
+    /// browser calls with its own key (the simulator's own convenience; Stripe has none).
+    pub exempt_keys: Vec<String>,
+}
+
+/// The mutable half of [`Conditions`]: the seeded randomness and each key's bucket.
+struct ConditionsState {
+    rng: rng::Rng,
+    /// Per API key: (tokens left, when they were counted).
+    buckets: std::collections::HashMap<String, (f64, std::time::Instant)>,
+}
+
+/// What the conditions decided for one call.
+enum Verdict {
+    Proceed,
+    RateLimited,
+    FailBefore,
+    FailAfter,
 }
 
 /// What every request handler and the deliverer share.
@@ -62,6 +101,44 @@ pub struct Shared {
     pub chaos_dropped: std::sync::atomic::AtomicU64,
     pub wake: Notify,
     pub base_url: String,
+    conditions: std::sync::Mutex<ConditionsState>,
+    /// Calls answered 429 or 500 by the conditions so far, and of the 500s those that came
+    /// after the request was applied.
+    pub rate_limited: std::sync::atomic::AtomicU64,
+    pub failed: std::sync::atomic::AtomicU64,
+    pub failed_after_write: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    /// The wait and the verdict for one call of `key`.
+    fn judge(&self, key: &str) -> (Duration, Verdict) {
+        let c = &self.settings.conditions;
+        if c.exempt_keys.iter().any(|k| k == key) {
+            return (Duration::ZERO, Verdict::Proceed);
+        }
+        let mut state = self.conditions.lock().unwrap_or_else(|p| p.into_inner());
+        let jitter = if c.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            Duration::from_micros(state.rng.below(c.jitter.as_micros() as u64 + 1))
+        };
+        if let Some(limit) = c.rate_limit {
+            let now = std::time::Instant::now();
+            let (tokens, since) = state.buckets.entry(key.to_owned()).or_insert((f64::from(limit), now));
+            *tokens = (*tokens + since.elapsed().as_secs_f64() * f64::from(limit)).min(f64::from(limit));
+            *since = now;
+            if *tokens < 1.0 {
+                return (c.latency + jitter, Verdict::RateLimited);
+            }
+            *tokens -= 1.0;
+        }
+        let verdict = if c.fail_rate > 0.0 && state.rng.chance(c.fail_rate) {
+            if state.rng.below(2) == 0 { Verdict::FailBefore } else { Verdict::FailAfter }
+        } else {
+            Verdict::Proceed
+        };
+        (c.latency + jitter, verdict)
+    }
 }
 
 /// A running simulator.
@@ -79,14 +156,22 @@ impl Simulator {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let base_url = format!("http://{}", listener.local_addr()?);
+        let settings_seed = settings.conditions.seed;
         let shared = Arc::new(Shared {
-            world: Mutex::new(World::new()),
+            world: Mutex::new(World::serving_at(&base_url)),
             settings,
             attempts: Mutex::new(Vec::new()),
             chaos_duplicates: Default::default(),
             chaos_dropped: Default::default(),
             wake: Notify::new(),
             base_url: base_url.clone(),
+            conditions: std::sync::Mutex::new(ConditionsState {
+                rng: rng::Rng::new(settings_seed),
+                buckets: Default::default(),
+            }),
+            rate_limited: Default::default(),
+            failed: Default::default(),
+            failed_after_write: Default::default(),
         });
         let app = router(shared.clone());
         let server = tokio::spawn(async move {
@@ -175,7 +260,7 @@ async fn dispatch(
     }
 }
 
-fn check_key(headers: &HeaderMap) -> Result<(), StripeError> {
+fn check_key(headers: &HeaderMap) -> Result<String, StripeError> {
     let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
         return Err(StripeError::unauthorized(
             "You did not provide an API key. You need to provide your API key in the Authorization header, \
@@ -184,7 +269,7 @@ fn check_key(headers: &HeaderMap) -> Result<(), StripeError> {
     };
     let key = value.strip_prefix("Bearer ").unwrap_or(value).trim();
     if key.starts_with("sk_test_") || key.starts_with("rk_test_") {
-        Ok(())
+        Ok(key.to_owned())
     } else {
         // Never echo the key: show its last four characters only, as Stripe does.
         let tail: String = key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
@@ -206,7 +291,27 @@ async fn handle(
         return Err(StripeError::no_such("route", path)
             .with("message", format!("Unrecognized request URL ({method}: {path}).")));
     };
-    check_key(&headers)?;
+    let key = check_key(&headers)?;
+    let (wait, verdict) = shared.judge(&key);
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    match verdict {
+        Verdict::RateLimited => {
+            shared.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut response = StripeError::rate_limited().into_response();
+            response
+                .headers_mut()
+                .insert("stripe-rate-limited-reason", HeaderValue::from_static("global-rate"));
+            response.headers_mut().insert("stripe-should-retry", HeaderValue::from_static("true"));
+            return Ok(response);
+        }
+        Verdict::FailBefore => {
+            shared.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(StripeError::api_error());
+        }
+        Verdict::Proceed | Verdict::FailAfter => {}
+    }
     let raw = if method == Method::GET || method == Method::DELETE {
         uri.query().unwrap_or_default().as_bytes().to_vec()
     } else {
@@ -256,6 +361,12 @@ async fn handle(
     }
     drop(world);
     shared.wake.notify_one();
+    if let Verdict::FailAfter = verdict {
+        // Applied (and saved under its key), but the answer is lost to a 500.
+        shared.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shared.failed_after_write.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Err(StripeError::api_error());
+    }
     let mut response = json_response(status, &body);
     if let Ok(id) = HeaderValue::from_str(&req.request_id) {
         response.headers_mut().insert("request-id", id);

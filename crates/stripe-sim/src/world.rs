@@ -36,6 +36,8 @@ pub struct InvoiceState {
 
 pub struct World {
     pub objects: BTreeMap<String, Value>,
+    /// Where this simulator serves (hosted pages such as an invoice's live under it).
+    pub base_url: String,
     /// Event ids, oldest first.
     pub events: Vec<String>,
     pub idempotency: HashMap<String, IdempotentResponse>,
@@ -64,6 +66,11 @@ pub struct World {
 }
 
 impl World {
+    /// An empty world whose hosted pages live under `base_url`.
+    pub fn serving_at(base_url: &str) -> World {
+        World { base_url: base_url.to_owned(), ..World::new() }
+    }
+
     pub fn new() -> World {
         // Ids differ between runs so a service database kept across simulator restarts never sees
         // a reused id.
@@ -71,6 +78,7 @@ impl World {
             ^ u64::from(std::process::id()).rotate_left(32);
         World {
             objects: BTreeMap::new(),
+            base_url: String::new(),
             events: Vec::new(),
             idempotency: HashMap::new(),
             invoice_state: HashMap::new(),

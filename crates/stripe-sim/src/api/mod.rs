@@ -884,12 +884,7 @@ fn apply_item(world: &mut World, sub_id: &str, price: &Value, quantity: i64, inv
 }
 
 pub fn finalize_now(world: &mut World, invoice_id: &str, now: i64) {
-    if let Some(inv) = world.get_mut(invoice_id) {
-        inv["status"] = json!("open");
-        inv["status_transitions"]["finalized_at"] = json!(now);
-        let inv = inv.clone();
-        world.emit("invoice.finalized", &inv, None, None);
-    }
+    crate::billing::finalize(world, invoice_id, now);
 }
 
 /// `POST /v1/invoices/create_preview`: the invoice a change would produce, priced exactly as the
