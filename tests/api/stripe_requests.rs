@@ -97,7 +97,8 @@ async fn flaky_stripe(
     let app = axum::Router::new().fallback(move |request_headers: axum::http::HeaderMap| {
         let log = log.clone();
         async move {
-            let key = request_headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+            let key =
+                request_headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
             let n = {
                 let mut l = log.lock().unwrap();
                 l.push((std::time::Instant::now(), key));
@@ -127,7 +128,10 @@ use axum::response::IntoResponse;
 #[tokio::test]
 async fn the_client_waits_out_429s_as_stripe_asks_and_keeps_one_idempotency_key() {
     let (base, seen) = flaky_stripe(2, 429, &[("retry-after", "1"), ("stripe-should-retry", "true")]).await;
-    let client = hydra_billing::stripe::StripeClient::new(&base, hydra_billing::config::Secret::new("sk_test_fake_flaky"));
+    let client = hydra_billing::stripe::StripeClient::new(
+        &base,
+        hydra_billing::config::Secret::new("sk_test_fake_flaky"),
+    );
     let params = hydra_billing::stripe::params(&[("email", "a@b.test")]);
     let created = client.post("/v1/customers", &params, Some("make-customer-1".into())).await.unwrap();
     assert_eq!(created["id"], "cus_1");
@@ -135,14 +139,20 @@ async fn the_client_waits_out_429s_as_stripe_asks_and_keeps_one_idempotency_key(
     assert_eq!(seen.len(), 3, "two 429s waited out, then served");
     assert!(seen.iter().all(|(_, key)| key == "make-customer-1"), "one key for every try: {seen:?}");
     for pair in seen.windows(2) {
-        assert!(pair[1].0 - pair[0].0 >= std::time::Duration::from_millis(950), "Retry-After: 1 was honoured");
+        assert!(
+            pair[1].0 - pair[0].0 >= std::time::Duration::from_millis(950),
+            "Retry-After: 1 was honoured"
+        );
     }
 }
 
 #[tokio::test]
 async fn the_client_does_not_retry_what_stripe_says_not_to() {
     let (base, seen) = flaky_stripe(5, 500, &[("stripe-should-retry", "false")]).await;
-    let client = hydra_billing::stripe::StripeClient::new(&base, hydra_billing::config::Secret::new("sk_test_fake_flaky"));
+    let client = hydra_billing::stripe::StripeClient::new(
+        &base,
+        hydra_billing::config::Secret::new("sk_test_fake_flaky"),
+    );
     let err = client.post("/v1/customers", &[], Some("k".into())).await.unwrap_err();
     assert!(!err.is_retryable(), "{err}");
     assert_eq!(seen.lock().unwrap().len(), 1, "Stripe-Should-Retry: false is final");

@@ -148,6 +148,7 @@ pub struct Simulator {
     server: tokio::task::JoinHandle<()>,
     deliverer: tokio::task::JoinHandle<()>,
     ticker: tokio::task::JoinHandle<()>,
+    advancer: tokio::task::JoinHandle<()>,
 }
 
 impl Simulator {
@@ -179,7 +180,8 @@ impl Simulator {
         });
         let deliverer = tokio::spawn(webhooks::deliverer(shared.clone()));
         let ticker = tokio::spawn(realtime_ticker(shared.clone()));
-        Ok(Simulator { base_url, shared, server, deliverer, ticker })
+        let advancer = tokio::spawn(advancer(shared.clone()));
+        Ok(Simulator { base_url, shared, server, deliverer, ticker, advancer })
     }
 
     /// Every webhook delivery attempt so far.
@@ -193,6 +195,26 @@ impl Drop for Simulator {
         self.server.abort();
         self.deliverer.abort();
         self.ticker.abort();
+        self.advancer.abort();
+    }
+}
+
+/// Works off advancing test clocks after their `advance` request was answered: a moment later
+/// (Stripe takes seconds; code that reads the clock without waiting for `ready` fails here too),
+/// each clock runs to its target and turns `ready`.
+async fn advancer(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut world = shared.world.lock().await;
+        let pending = std::mem::take(&mut world.pending_advances);
+        if pending.is_empty() {
+            continue;
+        }
+        for (clock, target) in pending {
+            api::finish_advance(&mut world, &shared.settings.billing, &clock, target);
+        }
+        drop(world);
+        shared.wake.notify_one();
     }
 }
 

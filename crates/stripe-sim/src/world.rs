@@ -53,6 +53,9 @@ pub struct World {
     pub undelivered: Vec<String>,
     /// The invoice line each pending proration invoice item becomes on the next invoice.
     pub pending_lines: HashMap<String, Value>,
+    /// Test clocks asked to advance, with their target time: the advancer works them off after
+    /// the request has been answered `advancing`, as Stripe does.
+    pub pending_advances: Vec<(String, i64)>,
     /// Checkout Session line items and options, by session id (Stripe returns them only expanded).
     pub checkout_items: HashMap<String, Value>,
     /// The product each product-feature attachment belongs to (not a field of the object).
@@ -88,6 +91,7 @@ impl World {
             salt,
             undelivered: Vec::new(),
             pending_lines: HashMap::new(),
+            pending_advances: Vec::new(),
             checkout_items: HashMap::new(),
             product_of_feature: HashMap::new(),
             entitled: HashMap::new(),

@@ -661,12 +661,17 @@ async fn a_delivery_answered_with_an_error_is_retried_until_accepted() {
     let t = setup_with(SimSettings::default(), true).await;
     let customer = t.client.post("/v1/customers", &[("email", "r@acme.test")]).await;
     t.event("customer.created", |e| e["data"]["object"]["id"] == customer["id"]).await;
-    let attempts = t.sim.attempts().await;
-    let for_it: Vec<_> = attempts.iter().filter(|a| a.event_type == "customer.created").collect();
-    assert!(
-        for_it.iter().any(|a| a.status == Some(500)) && for_it.iter().any(|a| a.status == Some(200)),
-        "{for_it:?}"
-    );
+    // The receiver holds the event before the deliverer has recorded the 200 it got back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let attempts = t.sim.attempts().await;
+        let for_it: Vec<_> = attempts.iter().filter(|a| a.event_type == "customer.created").collect();
+        if for_it.iter().any(|a| a.status == Some(500)) && for_it.iter().any(|a| a.status == Some(200)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a failed then an accepted delivery: {for_it:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
@@ -712,6 +717,13 @@ async fn the_hosted_checkout_page_pays_and_redirects_to_the_success_url() {
     let url = s(&session["url"]);
     let page = t.client.http.get(&url).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("Subscribe") && page.contains("4242"), "{page}");
+    // What is bought and what it costs, before paying.
+    let price = t.client.get(&format!("/v1/prices/{}", t.team_monthly), &[]).await;
+    let product = t.client.get(&format!("/v1/products/{}", s(&price["product"])), &[]).await;
+    assert!(page.contains(&format!("<h2>{}</h2>", s(&product["name"]))), "the product is named: {page}");
+    let unit = price["unit_amount"].as_i64().unwrap();
+    let total = format!("Total due today: ${}.{:02} for 1 seat", unit / 100, unit % 100);
+    assert!(page.contains(&total), "{total} in {page}");
     let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     // A 3-D Secure card first shows the challenge.
     let challenge = no_redirect
@@ -770,6 +782,10 @@ async fn the_hosted_portal_changes_seats_and_schedules_cancellation() {
     let url = s(&session["url"]);
     let page = t.client.http.get(&url).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("Update seats") && page.contains("Invoice history"));
+    // Dates as people read them, never Unix seconds.
+    assert!(page.contains("Renews on ") && page.contains(" 2026"), "{page}");
+    let unix_time = page.split("<li>").skip(1).any(|li| li.bytes().take(10).all(|b| b.is_ascii_digit()));
+    assert!(!unix_time, "no Unix time in the invoice history: {page}");
     let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let r = no_redirect
         .post(&url)
@@ -792,6 +808,19 @@ async fn the_hosted_portal_changes_seats_and_schedules_cancellation() {
         .await
         .unwrap();
     assert_eq!(t.client.get(&format!("/v1/subscriptions/{sub_id}"), &[]).await["cancel_at_period_end"], true);
+    // The payment method form replaces the customer's default card.
+    let r = no_redirect
+        .post(&url)
+        .form(&[("action", "payment_method"), ("card", "pm_card_chargeCustomerFail")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let after = t.client.get(&format!("/v1/customers/{customer}"), &[]).await;
+    let pm = s(&after["invoice_settings"]["default_payment_method"]);
+    assert_eq!(t.client.get(&format!("/v1/payment_methods/{pm}"), &[]).await["card"]["last4"], "0341");
+    let page = t.client.http.get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Card ending in 0341"), "{page}");
 }
 
 #[tokio::test]

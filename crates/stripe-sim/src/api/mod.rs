@@ -155,7 +155,7 @@ pub fn route(world: &mut World, shared: &Shared, req: &Req) -> Result<Value> {
         ["test_helpers", "test_clocks"] if get => list(world, req, "test_helpers.test_clock", |_, _| true),
         ["test_helpers", "test_clocks", id] if get => world.fetch("test_helpers.test_clock", id),
         ["test_helpers", "test_clocks", id] if delete => delete_test_clock(world, id),
-        ["test_helpers", "test_clocks", id, "advance"] if post => advance_test_clock(world, shared, req, id),
+        ["test_helpers", "test_clocks", id, "advance"] if post => advance_test_clock(world, req, id),
 
         _ => Err(StripeError::no_such("route", &format!("/v1/{}", req.path.join("/"))).with(
             "message",
@@ -1217,9 +1217,17 @@ fn delete_test_clock(world: &mut World, id: &str) -> Result<Value> {
 /// Moves a clock forward and runs, in order, everything that happens to its customers on the way.
 /// Stripe advances asynchronously; the simulator finishes within the request but reports the
 /// states Stripe reports (`advancing`, then `ready` with `test_helpers.test_clock.ready`).
-fn advance_test_clock(world: &mut World, shared: &Shared, req: &Req, id: &str) -> Result<Value> {
+/// `POST …/advance`: answers `advancing` at once; the clock reaches its target (renewals,
+/// retries and their events on the way) in the background, then turns `ready`. A client must
+/// wait for `ready`, as on Stripe.
+fn advance_test_clock(world: &mut World, req: &Req, id: &str) -> Result<Value> {
     let clock = world.fetch("test_helpers.test_clock", id)?;
     let target = req.params.int_param("frozen_time")?.ok_or_else(|| StripeError::missing("frozen_time"))?;
+    if clock["status"] == "advancing" {
+        return Err(StripeError::state(format!(
+            "The test clock {id} is advancing; wait until it is ready before advancing it again."
+        )));
+    }
     let current = clock["frozen_time"].as_i64().unwrap_or(0);
     if target <= current {
         return Err(StripeError::invalid(
@@ -1232,6 +1240,12 @@ fn advance_test_clock(world: &mut World, shared: &Shared, req: &Req, id: &str) -
     advancing["status_details"] = json!({"advancing": {"target_frozen_time": target}});
     world.put(advancing.clone());
     world.emit("test_helpers.test_clock.advancing", &advancing, None, None);
+    world.pending_advances.push((id.to_owned(), target));
+    Ok(advancing)
+}
+
+/// Moves one advancing clock to its target and marks it `ready` (the advancer calls this).
+pub fn finish_advance(world: &mut World, settings: &crate::billing::Settings, id: &str, target: i64) {
     let customers: Vec<String> = world
         .list("customer")
         .into_iter()
@@ -1239,15 +1253,15 @@ fn advance_test_clock(world: &mut World, shared: &Shared, req: &Req, id: &str) -
         .filter_map(|c| c["id"].as_str().map(str::to_owned))
         .collect();
     let clock_id = id.to_owned();
-    billing::run_until(world, &shared.settings.billing, &customers, target, |w, t| {
+    billing::run_until(world, settings, &customers, target, |w, t| {
         if let Some(c) = w.get_mut(&clock_id) {
             c["frozen_time"] = json!(t);
         }
     });
-    let mut ready = world.fetch("test_helpers.test_clock", id)?;
+    let Some(ready) = world.get_mut(id) else { return };
+    ready["frozen_time"] = json!(target);
     ready["status"] = json!("ready");
     ready["status_details"] = json!({});
-    world.put(ready.clone());
+    let ready = ready.clone();
     world.emit("test_helpers.test_clock.ready", &ready, None, None);
-    Ok(advancing)
 }

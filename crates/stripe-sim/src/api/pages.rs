@@ -1,6 +1,7 @@
 //! Owns the simulator's tiny hosted pages: a Checkout page (pick a test card, pay, pass or fail
-//! 3-D Secure) that redirects to the success URL, and a customer portal (seats, plan, cancel at
-//! period end, invoice history) that returns to the return URL. Plain HTML forms, all escaped.
+//! 3-D Secure) that redirects to the success URL, showing the product, seats and total, and a
+//! customer portal (seats, plan, cancel at period end, invoice history with dates, payment
+//! method) that returns to the return URL. Plain HTML forms, all escaped.
 
 use std::sync::Arc;
 
@@ -41,7 +42,15 @@ fn page(title: &str, body: &str) -> Html<String> {
 }
 
 fn money(minor: i64) -> String {
-    format!("${}.{:02}", minor / 100, minor % 100)
+    let sign = if minor < 0 { "-" } else { "" };
+    format!("{sign}${}.{:02}", minor.abs() / 100, minor.abs() % 100)
+}
+
+/// A Unix time as people read it: `1 March 2026`.
+fn date(t: &Value) -> String {
+    t.as_i64()
+        .and_then(|t| chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0))
+        .map_or_else(|| "—".to_owned(), |d| d.format("%-d %B %Y").to_string())
 }
 
 const CARDS: [(&str, &str); 5] = [
@@ -52,7 +61,7 @@ const CARDS: [(&str, &str); 5] = [
     ("pm_card_authenticationRequiredChallenge", "4000 0027 6000 3184: 3-D Secure on every payment"),
 ];
 
-fn checkout_form(session: &Value, items: &Value, error: Option<&str>) -> String {
+fn checkout_form(session: &Value, items: &Value, product: &str, error: Option<&str>) -> String {
     let price = &items["line_item"]["price"];
     let unit = price["unit_amount"].as_i64().unwrap_or(0);
     let quantity = items["quantity"].as_i64().unwrap_or(1);
@@ -79,12 +88,17 @@ fn checkout_form(session: &Value, items: &Value, error: Option<&str>) -> String 
         })
         .collect();
     format!(
-        "{}<p>{} per seat / {}</p><form method=\"post\">{quantity_input}<fieldset><legend>Test card</legend>{cards}\
+        "{}<h2>{}</h2><p>{} per seat / {interval}</p><p><strong>Total due today: {} for {quantity} seat{}</strong>, \
+         then {} every {interval}.</p><form method=\"post\">{quantity_input}<fieldset><legend>Test card</legend>{cards}\
          </fieldset><button type=\"submit\">Subscribe</button></form><p><a href=\"{}\">Cancel</a></p>",
         error.map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))).unwrap_or_default(),
+        escape(product),
         money(unit),
-        escape(interval),
-        escape(session["cancel_url"].as_str().unwrap_or("/"))
+        money(unit * quantity),
+        if quantity == 1 { "" } else { "s" },
+        money(unit * quantity),
+        escape(session["cancel_url"].as_str().unwrap_or("/")),
+        interval = escape(interval),
     )
 }
 
@@ -102,7 +116,13 @@ pub async fn checkout_page(State(shared): State<Arc<Shared>>, Path(id): Path<Str
         .into_response();
     }
     let items = world.checkout_items.get(&id).cloned().unwrap_or(Value::Null);
-    page("Checkout", &checkout_form(&session, &items, None)).into_response()
+    page("Checkout", &checkout_form(&session, &items, &product_name(&world, &items), None)).into_response()
+}
+
+/// The name of the product a Checkout Session sells.
+fn product_name(world: &crate::world::World, items: &Value) -> String {
+    let product = items["line_item"]["price"]["product"].as_str().unwrap_or_default();
+    world.get(product).and_then(|p| p["name"].as_str()).unwrap_or("Subscription").to_owned()
 }
 
 /// Pays the session; a 3-D Secure card first shows the challenge, answered by `auth`.
@@ -122,6 +142,7 @@ pub async fn checkout_submit(
             .into_response();
     };
     let items = world.checkout_items.get(&id).cloned().unwrap_or(Value::Null);
+    let product = product_name(&world, &items);
     match (needs_challenge, params.str_param("auth")) {
         (true, None) => {
             let q = quantity
@@ -141,7 +162,12 @@ pub async fn checkout_submit(
         (true, Some("fail")) => {
             return page(
                 "Checkout",
-                &checkout_form(&session, &items, Some("We are unable to authenticate your payment method.")),
+                &checkout_form(
+                    &session,
+                    &items,
+                    &product,
+                    Some("We are unable to authenticate your payment method."),
+                ),
             )
             .into_response();
         }
@@ -155,7 +181,9 @@ pub async fn checkout_submit(
             let url = done["success_url"].as_str().unwrap_or("/").replace("{CHECKOUT_SESSION_ID}", &id);
             Redirect::to(&url).into_response()
         }
-        Err(e) => page("Checkout", &checkout_form(&session, &items, Some(&e.message))).into_response(),
+        Err(e) => {
+            page("Checkout", &checkout_form(&session, &items, &product, Some(&e.message))).into_response()
+        }
     }
 }
 
@@ -183,14 +211,19 @@ pub async fn portal_page(State(shared): State<Arc<Shared>>, Path(id): Path<Strin
             .get(price["product"].as_str().unwrap_or_default())
             .and_then(|p| p["name"].as_str())
             .unwrap_or("Plan");
+        let period_end = date(&item["current_period_end"]);
         body.push_str(&format!(
-            "<h2>{}</h2><p>{} seats, {} per seat / {}, status {}{}</p>",
+            "<h2>{}</h2><p>{} seats, {} per seat / {}, status {}. {}</p>",
             escape(product),
             item["quantity"],
             money(price["unit_amount"].as_i64().unwrap_or(0)),
             escape(price["recurring"]["interval"].as_str().unwrap_or("month")),
             escape(sub["status"].as_str().unwrap_or("")),
-            if sub["cancel_at_period_end"] == true { ", cancels at period end" } else { "" }
+            if sub["cancel_at_period_end"] == true {
+                format!("Cancels on {period_end}.")
+            } else {
+                format!("Renews on {period_end}.")
+            }
         ));
         let sid = escape(sub["id"].as_str().unwrap_or_default());
         body.push_str(&format!(
@@ -247,14 +280,30 @@ pub async fn portal_page(State(shared): State<Arc<Shared>>, Path(id): Path<Strin
         .filter(|i| i["customer"] == customer)
         .map(|i| {
             format!(
-                "<li>{} {} ({})</li>",
-                i["created"],
+                "<li>{}: {} ({})</li>",
+                date(&i["created"]),
                 money(i["amount_due"].as_i64().unwrap_or(0)),
                 escape(i["status"].as_str().unwrap_or(""))
             )
         })
         .collect();
     body.push_str(&format!("<h2>Invoice history</h2><ul>{invoices}</ul>"));
+    // Payment method: the default card, and a form to replace it with another test card.
+    let current = world
+        .get(customer)
+        .and_then(|c| c["invoice_settings"]["default_payment_method"].as_str())
+        .and_then(|pm| world.get(pm))
+        .and_then(|pm| pm["card"]["last4"].as_str().map(|l| format!("Card ending in {l}")))
+        .unwrap_or_else(|| "No card on file".to_owned());
+    let cards: String = CARDS
+        .iter()
+        .map(|(token, label)| format!("<option value=\"{token}\">{}</option>", escape(label)))
+        .collect();
+    body.push_str(&format!(
+        "<h2>Payment method</h2><p>{}</p><form method=\"post\"><label>New card <select name=\"card\">{cards}</select></label>\
+         <button name=\"action\" value=\"payment_method\">Update payment method</button></form>",
+        escape(&current)
+    ));
     body.push_str(&format!(
         "<p><a href=\"{}\">Return</a></p>",
         escape(session["return_url"].as_str().unwrap_or("/"))
@@ -274,6 +323,29 @@ pub async fn portal_submit(
     let Ok(session) = world.fetch("billing_portal.session", &id) else {
         return (StatusCode::NOT_FOUND, page("Not found", "<p>No such portal session.</p>")).into_response();
     };
+    if params.str_param("action") == Some("payment_method") {
+        let customer = session["customer"].as_str().unwrap_or_default().to_owned();
+        let card = params.str_param("card").unwrap_or("pm_card_visa");
+        let attached = super::attach_payment_method(&mut world, card, &customer);
+        let method = match attached {
+            Ok(m) => m["id"].as_str().unwrap_or_default().to_owned(),
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    page("Portal", &format!("<p class=\"error\">{}</p>", escape(&e.message))),
+                )
+                    .into_response();
+            }
+        };
+        if let Some(c) = world.get_mut(&customer) {
+            c["invoice_settings"]["default_payment_method"] = json!(method);
+            let c = c.clone();
+            world.emit("customer.updated", &c, None, None);
+        }
+        drop(world);
+        shared.wake.notify_one();
+        return Redirect::to(&format!("/portal/{id}")).into_response();
+    }
     let sub_id = params.str_param("subscription").unwrap_or_default().to_owned();
     let sub = match world.fetch("subscription", &sub_id) {
         Ok(s) if s["customer"] == session["customer"] => s,
