@@ -77,21 +77,23 @@
     if (event.persisted) window.location.reload();
   });
 
-  // Settings: "Manage subscription" asks for a new portal session on every click.
+  // Settings: "Manage subscription" and "Update payment method" ask for a new portal session on
+  // every click (the second opens it at the payment method form).
   function settingsPage() {
-    const manage = $("manage");
-    if (!manage) return;
     const error = $("manage-error");
-    busyButton(manage, "Opening the portal…", async () => {
-      hide(error);
-      try {
-        const { url } = await api("POST", "/api/billing/portal");
-        window.location.assign(url);
-        return true;
-      } catch (e) {
-        show(error, e.message);
-        return false;
-      }
+    document.querySelectorAll("button[data-portal]").forEach((button) => {
+      const flow = button.dataset.portal;
+      busyButton(button, "Opening the portal…", async () => {
+        hide(error);
+        try {
+          const { url } = await api("POST", "/api/billing/portal", flow ? { flow } : {});
+          window.location.assign(url);
+          return true;
+        } catch (e) {
+          show(error, e.message);
+          return false;
+        }
+      });
     });
   }
 

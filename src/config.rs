@@ -40,6 +40,9 @@ pub struct StripeConfig {
     /// The process-wide budget of Stripe calls per second (Stripe allows 25/s in test mode and
     /// 100/s live; the default stays well under).
     pub calls_per_second: u32,
+    /// How long one Stripe call may take before it counts as failed (and is retried under its
+    /// Idempotency-Key).
+    pub timeout: std::time::Duration,
 }
 
 impl StripeConfig {
@@ -201,7 +204,16 @@ impl Config {
                 20
             }
         };
+        let timeout = match v.get("STRIPE_TIMEOUT_MS").map(str::parse::<u64>) {
+            None => std::time::Duration::from_secs(20),
+            Some(Ok(ms)) if (100..=120_000).contains(&ms) => std::time::Duration::from_millis(ms),
+            Some(_) => {
+                v.errors.push("STRIPE_TIMEOUT_MS must be milliseconds from 100 to 120000".into());
+                std::time::Duration::from_secs(20)
+            }
+        };
         let stripe = StripeConfig {
+            timeout,
             secret_key: Secret::new(secret_key.unwrap_or_default()),
             publishable_key,
             webhook_secrets,

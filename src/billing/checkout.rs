@@ -22,6 +22,23 @@ const LEASE_SECS: i64 = 120;
 /// How long an opening waits for another one of the same tenant before answering 409.
 const WAIT_FOR_LEASE: Duration = Duration::from_secs(30);
 
+/// Where a portal session opens, instead of the portal's home page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortalFlow {
+    PaymentMethodUpdate,
+    SubscriptionCancel,
+}
+
+impl PortalFlow {
+    pub fn parse(s: &str) -> Option<PortalFlow> {
+        match s {
+            "payment_method_update" => Some(PortalFlow::PaymentMethodUpdate),
+            "subscription_cancel" => Some(PortalFlow::SubscriptionCancel),
+            _ => None,
+        }
+    }
+}
+
 /// A new Checkout Session.
 pub struct CheckoutStarted {
     pub url: String,
@@ -227,9 +244,11 @@ impl Billing {
         Ok(())
     }
 
-    /// A fresh Customer Portal session URL (every call a new one).
-    pub async fn portal_url(&self, tenant: &TenantId) -> BillingResult<String> {
+    /// A fresh Customer Portal session URL (every call a new one), opened at `flow` when given:
+    /// straight to the payment method form, or to cancelling the tenant's subscription.
+    pub async fn portal_url(&self, tenant: &TenantId, flow: Option<PortalFlow>) -> BillingResult<String> {
         let row = self.store.tenant(tenant.as_str()).await?;
+        let subscription = row.as_ref().and_then(|r| r.stripe_subscription_id.clone());
         let customer = row
             .and_then(|r| r.stripe_customer_id)
             .ok_or_else(|| BillingError::conflict("there is no billing account yet; upgrade first"))?;
@@ -237,6 +256,18 @@ impl Billing {
         let mut form = params(&[("customer", &customer), ("return_url", &return_url)]);
         if let Some(config) = &self.config.stripe.portal_config_id {
             form.push(("configuration".into(), config.clone()));
+        }
+        match flow {
+            None => {}
+            Some(PortalFlow::PaymentMethodUpdate) => {
+                form.push(("flow_data[type]".into(), "payment_method_update".into()));
+            }
+            Some(PortalFlow::SubscriptionCancel) => {
+                let sub = subscription
+                    .ok_or_else(|| BillingError::conflict("there is no subscription to cancel"))?;
+                form.push(("flow_data[type]".into(), "subscription_cancel".into()));
+                form.push(("flow_data[subscription_cancel][subscription]".into(), sub));
+            }
         }
         let session = self.stripe.post("/v1/billing_portal/sessions", &form, None).await?;
         let url = session["url"]

@@ -100,6 +100,7 @@ impl Billing {
             &config.stripe.api_base,
             config.stripe.secret_key.clone(),
             config.stripe.calls_per_second,
+            config.stripe.timeout,
         );
         Billing(Arc::new(Inner {
             config,

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::Command;
 
 use super::Billing;
-use crate::domain::catalogue::PLANS;
-use crate::stripe::setup::{missing_events, webhook_url};
+use crate::domain::catalogue::{PLANS, PRODUCTS, product_features};
+use crate::stripe::setup::{attached_features, missing_events, webhook_url};
 use crate::stripe::{STRIPE_API_VERSION, SubscriptionView};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +126,7 @@ pub async fn run(state: &Billing, repo: &Path) -> Vec<Check> {
     ));
     checks.extend(check_prices(state).await);
     checks.push(check_webhook_endpoint(state).await);
+    checks.push(check_features(state).await);
     checks.push(check_migrations(state).await);
     checks.extend(check_database(state).await);
     checks.push(check_rollback(state).await);
@@ -249,6 +250,27 @@ async fn check_database(state: &Billing) -> Vec<Check> {
         detail: if manual.is_empty() { "none".into() } else { manual.join(", ") },
     });
     checks
+}
+
+/// Each product carries the Entitlements features its tier has (what `stripe setup` attaches).
+async fn check_features(state: &Billing) -> Check {
+    let name = "Entitlements features attached to the products";
+    let mut missing = Vec::new();
+    for product in &PRODUCTS {
+        match attached_features(&state.stripe, product.id).await {
+            Ok(attached) => missing.extend(
+                product_features(product.tier)
+                    .filter(|f| !attached.iter().any(|a| a == f.lookup_key))
+                    .map(|f| format!("{} on {}", f.lookup_key, product.id)),
+            ),
+            Err(e) => return Check::new(name, false, format!("{}: {e:#}", product.id)),
+        }
+    }
+    if missing.is_empty() {
+        Check::new(name, true, "every gated feature on the plans that have it")
+    } else {
+        Check::new(name, false, format!("missing {} (run `hydra-billing stripe setup`)", missing.join(", ")))
+    }
 }
 
 /// `migrate down` then `up` on a copy of the database (the store makes and removes the copy).

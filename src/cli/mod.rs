@@ -127,8 +127,8 @@ enum StripeAction {
         /// `rate_limit`, as Stripe answers.
         #[arg(long, value_name = "N")]
         rate_limit: Option<u32>,
-        /// This share (0 to 1) of API calls answers 500 `api_error`, half before the request is
-        /// applied and half after.
+        /// This share (0 to 1) of API calls fails: a 500 `api_error` before the request is
+        /// applied, a 500 after it, or an answer held 30 s after it (a timeout), in equal parts.
         #[arg(long, value_name = "P")]
         fail_rate: Option<f64>,
     },

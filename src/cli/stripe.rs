@@ -59,7 +59,8 @@ pub(super) async fn simulator(
             rate_limit,
             fail_rate,
             seed: chaos_seed.unwrap_or(0),
-            ..Default::default()
+            hang: None,
+            exempt_keys: Vec::new(),
         },
         ..stripe_sim::SimSettings::default()
     };

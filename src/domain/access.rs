@@ -249,6 +249,22 @@ impl Feature {
     pub fn needs_count(self) -> bool {
         matches!(self, Feature::ConnectedRepos | Feature::Seats)
     }
+
+    /// The lookup key of the Stripe Entitlements feature that grants it (`connected_repos`:
+    /// `unlimited_repos`); `None` for what is never gated (workflows, seats).
+    pub fn lookup_key(self) -> Option<&'static str> {
+        Some(match self {
+            Feature::Jira => "jira",
+            Feature::AuditLogs => "audit_logs",
+            Feature::UsageReporting => "usage_reporting",
+            Feature::PriorityQueue => "priority_queue",
+            Feature::Sso => "sso",
+            Feature::Rbac => "rbac",
+            Feature::Vpc => "vpc",
+            Feature::ConnectedRepos => "unlimited_repos",
+            Feature::Workflows | Feature::Seats => return None,
+        })
+    }
 }
 
 /// Team's cap on connected repositories.
@@ -311,13 +327,21 @@ pub struct Verdict {
     pub lapsed: bool,
 }
 
+/// `granted` are the lookup keys of the features Stripe's Entitlements give the tenant: on a paid
+/// tier they add to the tier table (a plan can gain a feature from Stripe without a deploy), and
+/// never take one away (a late or empty entitlement event cannot remove what the tier has).
 pub fn verdict(
     effective: &Effective,
     feature: Feature,
     count: Option<i64>,
     seat_count: Option<i64>,
+    granted: &[String],
 ) -> Verdict {
-    match feature_allowed(effective.tier, feature, count, seat_count) {
+    let by_stripe =
+        effective.tier.is_paid() && feature.lookup_key().is_some_and(|key| granted.iter().any(|g| g == key));
+    let allowed =
+        if by_stripe { Ok(()) } else { feature_allowed(effective.tier, feature, count, seat_count) };
+    match allowed {
         Ok(()) => Verdict { allowed: true, reason: None, required_tier: None, lapsed: false },
         Err(Refusal::NotInPlan { required_tier }) => {
             // A tenant that lost its plan is told why; others, which plan has the feature.
@@ -562,6 +586,36 @@ mod tests {
         let state = with(sub(Tier::Team, "past_due"), |s| s.grace_started_at = Some(NOW));
         assert_eq!(effective_tier(&state, NOW + 3 * DAY, 3).tier, Tier::Free);
         assert_eq!(effective_tier(&state, NOW + 3 * DAY, 4).tier, Tier::Team);
+    }
+
+    #[test]
+    fn stripe_entitlements_add_features_to_paid_tiers_and_never_remove_any() {
+        use Feature::*;
+        let at = |tier| Effective {
+            tier,
+            reason: None,
+            lapsed_from: None,
+            access_until: None,
+            grace_ends_at: None,
+        };
+        let keys = |ks: &[&str]| ks.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>();
+        // Granted by Stripe to a Team tenant: allowed though the tier table says Business.
+        assert!(verdict(&at(Tier::Team), Jira, None, None, &keys(&["jira"])).allowed);
+        assert!(
+            verdict(&at(Tier::Team), ConnectedRepos, Some(40), None, &keys(&["unlimited_repos"])).allowed
+        );
+        assert!(!verdict(&at(Tier::Team), ConnectedRepos, Some(40), None, &keys(&["jira"])).allowed);
+        // Nothing granted (a late or empty summary): the tier table still holds for Business.
+        for f in [Jira, AuditLogs, UsageReporting, PriorityQueue] {
+            assert!(verdict(&at(Tier::Business), f, None, None, &[]).allowed, "{f:?}");
+        }
+        // Free tenants get nothing from a stale grant: features follow a paid tier only.
+        let lapsed = Effective::free(Some(LapseReason::Canceled));
+        assert!(!verdict(&lapsed, Jira, None, None, &keys(&["jira"])).allowed);
+        assert!(!verdict(&at(Tier::Free), Jira, None, None, &keys(&["jira"])).allowed);
+        // Workflows and seats are never a Stripe feature.
+        assert_eq!(Workflows.lookup_key(), None);
+        assert_eq!(Seats.lookup_key(), None);
     }
 
     #[test]

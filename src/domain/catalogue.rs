@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::access::Tier;
+use super::access::{Feature, Tier, feature_allowed};
 
 /// Seats a subscription can have (Checkout, the seats API and the portal all use these bounds).
 pub const MIN_SEATS: i64 = 1;
@@ -96,6 +96,36 @@ pub const PLANS: [Plan; 4] = [
 /// The plan of a tier at an interval (only Team and Business are on Stripe).
 pub fn plan(tier: Tier, interval: Interval) -> Option<&'static Plan> {
     PLANS.iter().find(|p| p.tier == tier && p.interval == interval)
+}
+
+/// A Stripe Entitlements feature `stripe setup` creates for a gated capability.
+pub struct StripeFeature {
+    pub lookup_key: &'static str,
+    pub name: &'static str,
+    pub grants: Feature,
+}
+
+pub const STRIPE_FEATURES: [StripeFeature; 5] = [
+    StripeFeature { lookup_key: "jira", name: "Jira integration", grants: Feature::Jira },
+    StripeFeature { lookup_key: "audit_logs", name: "Audit logs", grants: Feature::AuditLogs },
+    StripeFeature { lookup_key: "usage_reporting", name: "Usage reporting", grants: Feature::UsageReporting },
+    StripeFeature {
+        lookup_key: "priority_queue",
+        name: "Priority fix queue",
+        grants: Feature::PriorityQueue,
+    },
+    StripeFeature {
+        lookup_key: "unlimited_repos",
+        name: "Unlimited repositories",
+        grants: Feature::ConnectedRepos,
+    },
+];
+
+/// The Stripe features a product carries: exactly what its tier has by the tier table, so the
+/// Entitlements Stripe reports and our table agree, and a feature can later be added to a plan
+/// in Stripe alone.
+pub fn product_features(tier: Tier) -> impl Iterator<Item = &'static StripeFeature> {
+    STRIPE_FEATURES.iter().filter(move |f| feature_allowed(tier, f.grants, Some(i64::MAX), None).is_ok())
 }
 
 /// The four configured Stripe price ids, one per plan.
@@ -203,6 +233,15 @@ mod tests {
         for plan in &PLANS {
             assert_eq!(p.plan_of(p.id_of(plan)).map(|q| q.lookup_key), Some(plan.lookup_key));
         }
+    }
+
+    #[test]
+    fn each_stripe_feature_grants_the_feature_of_its_lookup_key_and_business_carries_them_all() {
+        for f in &STRIPE_FEATURES {
+            assert_eq!(f.grants.lookup_key(), Some(f.lookup_key));
+        }
+        assert_eq!(product_features(Tier::Business).count(), STRIPE_FEATURES.len());
+        assert_eq!(product_features(Tier::Team).count(), 0, "Team has none of the gated features");
     }
 
     #[test]

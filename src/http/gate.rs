@@ -60,8 +60,9 @@ impl<G: Gate> FromRequestParts<AppState> for RequireFeature<G> {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let auth = TenantAuth::from_request_parts(parts, state).await?;
-        let (_, effective) = state.tenant_effective(auth.tenant_id()).await?;
-        let v = verdict(&effective, G::FEATURE, None, None);
+        let (row, effective) = state.tenant_effective(auth.tenant_id()).await?;
+        let granted = row.as_ref().map(|r| r.granted_features()).unwrap_or_default();
+        let v = verdict(&effective, G::FEATURE, None, None, &granted);
         let upgrade_url = state.config.upgrade_url();
         match (v.allowed, v.lapsed, effective.reason) {
             (true, _, _) => {

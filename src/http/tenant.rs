@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::auth::TenantAuth;
 use super::error::{ApiError, ApiResult};
+use crate::billing::checkout::PortalFlow;
 use crate::billing::quotes::{self, Change};
 use crate::billing::usage::Status;
 use crate::domain::clock::{rfc3339, rfc3339_opt};
@@ -206,10 +207,34 @@ pub async fn upgrade(
     Ok(Json(change(&state, &auth, body, "upgrade").await?))
 }
 
-/// `POST /api/billing/portal` → `{url}`, a fresh session every call. Served with billing disabled
-/// too: a customer can always cancel.
-pub async fn portal(auth: TenantAuth, State(state): State<AppState>) -> ApiResult<Json<Value>> {
+/// `POST /api/billing/portal` `[{flow}]` → `{url}`, a fresh session every call; `flow`
+/// (`payment_method_update` or `subscription_cancel`) opens it at that step. Served with billing
+/// disabled too: a customer can always cancel.
+pub async fn portal(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
     stripe_call_allowed(&state, &auth)?;
-    let url = state.portal_url(&tenant_of(&auth)?).await?;
+    let flow =
+        if body.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            let parsed: PortalBody = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::invalid(format!("the body is not valid: {e}")))?;
+            match parsed.flow.as_deref() {
+                None => None,
+                Some(f) => Some(PortalFlow::parse(f).ok_or_else(|| {
+                    ApiError::invalid("flow is payment_method_update or subscription_cancel")
+                })?),
+            }
+        };
+    let url = state.portal_url(&tenant_of(&auth)?, flow).await?;
     Ok(Json(json!({ "url": url })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PortalBody {
+    flow: Option<String>,
 }

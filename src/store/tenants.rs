@@ -76,6 +76,11 @@ impl TenantRow {
         }
     }
 
+    /// The lookup keys of the features Stripe's Entitlements grant the tenant, as last synced.
+    pub fn granted_features(&self) -> Vec<String> {
+        self.entitlements.as_deref().and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default()
+    }
+
     /// The manual-plan columns as the audit log records them.
     fn manual_plan_json(&self) -> Value {
         json!({

@@ -62,13 +62,13 @@ impl std::fmt::Debug for StripeClient {
 
 impl StripeClient {
     pub fn new(base: &str, key: Secret) -> StripeClient {
-        StripeClient::with_budget(base, key, 20)
+        StripeClient::with_budget(base, key, 20, Duration::from_secs(20))
     }
 
-    pub fn with_budget(base: &str, key: Secret, calls_per_second: u32) -> StripeClient {
+    pub fn with_budget(base: &str, key: Secret, calls_per_second: u32, timeout: Duration) -> StripeClient {
         install_crypto_provider();
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
+            .timeout(timeout)
             .connect_timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_default();

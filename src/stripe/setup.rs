@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::{HANDLED_EVENTS as HANDLED, STRIPE_API_VERSION, StripeCallError, StripeClient, params};
-use crate::domain::catalogue::{MAX_SEATS, MIN_SEATS, PLANS, PRODUCTS};
+use crate::domain::catalogue::{MAX_SEATS, MIN_SEATS, PLANS, PRODUCTS, STRIPE_FEATURES, product_features};
 
 /// What setup found or made.
 #[derive(Debug, Default)]
@@ -48,6 +48,7 @@ async fn find_or_create_product(
 pub async fn run(stripe: &StripeClient, public_url: &str) -> anyhow::Result<SetupReport> {
     let mut report = SetupReport::default();
     let price_ids = catalogue(stripe, &mut report).await?;
+    ensure_features(stripe, &mut report).await?;
     let portal = ensure_portal(stripe, &price_ids, public_url, &mut report).await?;
     report.env.push(format!("STRIPE_PORTAL_CONFIG_ID={portal}"));
     if let Some(secret) = ensure_webhook(stripe, public_url, &mut report).await? {
@@ -102,6 +103,57 @@ pub async fn catalogue(
         }
     }
     Ok(price_ids)
+}
+
+/// One Entitlements feature per gated capability, found by lookup key or created, and attached
+/// to each product whose tier has it by the tier table (attachments already there are kept).
+pub async fn ensure_features(stripe: &StripeClient, report: &mut SetupReport) -> anyhow::Result<()> {
+    let existing = stripe.list_all("/v1/entitlements/features", &[]).await?;
+    let mut ids = std::collections::HashMap::new();
+    for feature in &STRIPE_FEATURES {
+        let found =
+            existing.iter().find(|f| f["lookup_key"] == feature.lookup_key).and_then(|f| f["id"].as_str());
+        let id = match found {
+            Some(id) => id.to_owned(),
+            None => {
+                let created = stripe
+                    .post(
+                        "/v1/entitlements/features",
+                        &params(&[("name", feature.name), ("lookup_key", feature.lookup_key)]),
+                        Some(format!("hydra-setup-feature-{}", feature.lookup_key)),
+                    )
+                    .await?;
+                report.created.push(format!("feature {}", feature.lookup_key));
+                created["id"].as_str().unwrap_or_default().to_owned()
+            }
+        };
+        ids.insert(feature.lookup_key, id);
+    }
+    for product in &PRODUCTS {
+        let attached = attached_features(stripe, product.id).await?;
+        for feature in product_features(product.tier).filter(|f| !attached.iter().any(|a| a == f.lookup_key))
+        {
+            let id = ids.get(feature.lookup_key).cloned().unwrap_or_default();
+            stripe
+                .post(
+                    &format!("/v1/products/{}/features", product.id),
+                    &params(&[("entitlement_feature", &id)]),
+                    Some(format!("hydra-setup-{}-{}", product.id, feature.lookup_key)),
+                )
+                .await?;
+            report.created.push(format!("feature {} on {}", feature.lookup_key, product.id));
+        }
+    }
+    Ok(())
+}
+
+/// The lookup keys of the features attached to a product.
+pub async fn attached_features(stripe: &StripeClient, product: &str) -> anyhow::Result<Vec<String>> {
+    let attached = stripe.list_all(&format!("/v1/products/{product}/features"), &[]).await?;
+    Ok(attached
+        .iter()
+        .filter_map(|a| a["entitlement_feature"]["lookup_key"].as_str().map(str::to_owned))
+        .collect())
 }
 
 /// The portal: seats 1..=500, switching among the four prices (always_invoice; shortening the

@@ -82,3 +82,54 @@ async fn bad_access_queries_get_clear_errors() {
     error_of(app.access("t1", "feature=seats&count=-1").await, StatusCode::BAD_REQUEST).await;
     error_of(app.access("t1", "feature=seats&count=many").await, StatusCode::BAD_REQUEST).await;
 }
+
+/// Stripe's Entitlements at work: a feature attached in Stripe to the Team product opens it for
+/// Team tenants (no deploy), and a Business tenant whose entitlements list is empty keeps every
+/// feature the tier table gives it.
+#[tokio::test]
+async fn a_feature_stripe_grants_to_a_plan_opens_it_and_an_empty_grant_takes_nothing_away() {
+    let s = crate::helpers::spawn_with_stripe().await;
+    let team_product = s.get(&format!("/v1/prices/{}", s.prices.team_monthly), &[]).await["product"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let jira =
+        s.post("/v1/entitlements/features", &[("name", "Jira integration"), ("lookup_key", "jira")]).await;
+    s.post(
+        &format!("/v1/products/{team_product}/features"),
+        &[("entitlement_feature", jira["id"].as_str().unwrap())],
+    )
+    .await;
+    let (team_customer, _) = s.tenant_with_customer("t1", "pm_card_visa").await;
+    let (business_customer, _) = s.tenant_with_customer("b1", "pm_card_visa").await;
+    assert_eq!(json(s.app.access("t1", "feature=jira").await).await["allowed"], false, "free: nothing yet");
+    s.subscribe(&team_customer, &s.prices.team_monthly, "2").await;
+    s.subscribe(&business_customer, &s.prices.business_monthly, "2").await;
+    for customer in [&team_customer, &business_customer] {
+        for event in s.events_of(customer).await {
+            assert_eq!(s.app.deliver(&event).await, StatusCode::OK);
+        }
+    }
+    // A late summary for the Business customer, empty: it is synced, and takes nothing away.
+    let late = json!({
+        "id": "evt_late_summary", "object": "event", "type": "entitlements.active_entitlement_summary.updated",
+        "created": START, "livemode": false,
+        "data": {"object": {"object": "entitlements.active_entitlement_summary", "customer": business_customer,
+                            "entitlements": {"object": "list", "data": [], "has_more": false}}},
+    });
+    assert_eq!(s.app.deliver(&late).await, StatusCode::OK);
+    s.app.drain().await;
+    assert_eq!(s.app.tenant("t1").await.entitlements.as_deref(), Some(r#"["jira"]"#));
+    assert_eq!(s.app.tenant("b1").await.entitlements.as_deref(), Some("[]"));
+    let team_jira = json(s.app.access("t1", "feature=jira").await).await;
+    assert_eq!((team_jira["allowed"].as_bool(), team_jira["plan_tier"].as_str()), (Some(true), Some("team")));
+    assert_eq!(
+        json(s.app.access("t1", "feature=audit_logs").await).await["allowed"],
+        false,
+        "only what is granted"
+    );
+    for feature in ["jira", "audit_logs", "usage_reporting", "priority_queue"] {
+        let answer = json(s.app.access("b1", &format!("feature={feature}")).await).await;
+        assert_eq!(answer["allowed"], true, "Business keeps {feature} with an empty grant");
+    }
+}

@@ -396,7 +396,7 @@ async fn the_3ds_card_path_authenticates_on_checkout_then_provisions_business() 
     seats.clear().await.unwrap();
     seats.send_keys("2\u{E007}").await.unwrap();
     b.wait_for_checkout().await;
-    pay_at_checkout(&b, "pm_card_authenticationRequiredChallenge").await;
+    pay_at_checkout(&b, "pm_card_authenticationRequired").await;
     assert!(b.text("body").await.contains("Your bank asks you to confirm this payment."));
     b.screenshot("challenge").await;
     b.click("button[name=auth][value=succeed]").await;
@@ -594,6 +594,12 @@ async fn manage_subscription_opens_a_new_portal_session_on_every_click() {
     assert_ne!(seen[0], seen[1], "each click gets its own portal session");
     b.click("a").await;
     b.wait_for_path("/billing").await;
+    // "Update payment method" opens a session deep-linked to the payment method form.
+    b.click("#update-card").await;
+    b.wait_until_at(|p| p.starts_with("/portal/"), "the portal at the card form").await;
+    let session = b.path().await.trim_start_matches("/portal/").to_owned();
+    let flow = s.sim().shared.world.lock().await.get(&session).map(|p| p["flow"]["type"].clone());
+    assert_eq!(flow, Some(json!("payment_method_update")), "{session}");
     b.close().await;
 }
 

@@ -90,7 +90,12 @@ fn failed(checks: &[Check]) -> Vec<String> {
 #[tokio::test]
 async fn stripe_setup_twice_creates_each_object_once() {
     let (sim, _app, first) = set_up().await;
-    assert_eq!(first.created.len(), 8, "2 products, 4 prices, portal, webhook: {:?}", first.created);
+    assert_eq!(
+        first.created.len(),
+        2 + 4 + 5 + 5 + 2,
+        "2 products, 4 prices, 5 features, 5 attached to Business, portal, webhook: {:?}",
+        first.created
+    );
     assert!(
         first.env.iter().any(|l| l.starts_with("STRIPE_WEBHOOK_SECRET=whsec_")),
         "the secret is printed once"

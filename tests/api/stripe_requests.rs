@@ -84,6 +84,19 @@ async fn checkout_customer_and_portal_requests_carry_what_the_design_says() {
     assert_eq!(portal.get("configuration"), Some(&portal_config.as_str()), "the configured portal");
     assert_eq!(portal.get("customer"), Some(&stored.as_str()));
     assert_eq!(portal.get("return_url"), Some(&"http://billing.test/billing"));
+    assert_eq!(portal.get("flow_data[type]"), None, "a plain session opens the portal's home");
+
+    // Deep links: the payment method form, and (with no subscription yet) no cancel flow.
+    let portal_with = |body: serde_json::Value| {
+        let request = app.client.post(app.url("/api/billing/portal")).bearer_auth(&token).json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    assert_eq!(portal_with(json!({"flow": "payment_method_update"})).await.status(), StatusCode::OK);
+    let flows = proxy.received(Method::POST, "/v1/billing_portal/sessions");
+    assert_eq!(as_map(&flows[1]).get("flow_data[type]"), Some(&"payment_method_update"));
+    assert_eq!(portal_with(json!({"flow": "subscription_cancel"})).await.status(), StatusCode::CONFLICT);
+    assert_eq!(portal_with(json!({"flow": "refund_me"})).await.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(portal_with(json!({"flows": "x"})).await.status(), StatusCode::BAD_REQUEST, "unknown fields");
 }
 
 /// A fake Stripe answering the first `failures` calls with `status` (and `headers`), then 200.

@@ -239,7 +239,7 @@ async fn a_renewal_needing_authentication_emails_the_hosted_link_once() {
     let sub = s.subscribe(&customer, &s.prices.team_monthly, "1").await;
     s.post(
         &format!("/v1/customers/{customer}"),
-        &[("invoice_settings[default_payment_method]", "pm_card_authenticationRequiredChallenge")],
+        &[("invoice_settings[default_payment_method]", "pm_card_authenticationRequired")],
     )
     .await;
     s.advance(&clock, sub["items"]["data"][0]["current_period_end"].as_i64().unwrap() + 3600).await;

@@ -247,10 +247,20 @@ pub fn proration_lines(
     ]
 }
 
+/// What the customer's balance does to an invoice of `total`, as Stripe applies it:
+/// (starting balance, amount due, ending balance). A credit (negative balance) lowers what is
+/// due; what an invoice cannot use, or a negative invoice's whole total, stays as credit.
+pub fn apply_balance(world: &World, customer: &str, total: i64) -> (i64, i64, i64) {
+    let starting = world.get(customer).and_then(|c| c["balance"].as_i64()).unwrap_or(0);
+    let net = total + starting;
+    (starting, net.max(0), net.min(0))
+}
+
 /// A draft invoice for `sub` with `lines`.
 pub fn new_invoice(world: &mut World, sub: &Value, reason: &str, lines: Vec<Value>, now: i64) -> Value {
     let total: i64 = lines.iter().filter_map(|l| l["amount"].as_i64()).sum();
     let customer = sub["customer"].as_str().unwrap_or_default().to_owned();
+    let (starting_balance, amount_due, _) = apply_balance(world, &customer, total);
     let (email, name) = world
         .get(&customer)
         .map(|c| (c["email"].clone(), c["name"].clone()))
@@ -262,9 +272,10 @@ pub fn new_invoice(world: &mut World, sub: &Value, reason: &str, lines: Vec<Valu
         "invoice",
         "in",
         json!({
-            "amount_due": total.max(0),
+            "amount_due": amount_due,
             "amount_paid": 0,
-            "amount_remaining": total.max(0),
+            "amount_remaining": amount_due,
+            "starting_balance": starting_balance,
             "attempt_count": 0,
             "attempted": false,
             "auto_advance": true,
@@ -311,7 +322,21 @@ pub fn new_invoice(world: &mut World, sub: &Value, reason: &str, lines: Vec<Valu
 /// PDF, as Stripe gives every finalized invoice.
 pub fn finalize(world: &mut World, invoice_id: &str, now: i64) -> Value {
     let hosted = format!("{}/invoice/{invoice_id}", world.base_url);
+    let Some(draft) = world.get(invoice_id) else { return Value::Null };
+    // The balance is applied when the invoice is finalized, as it stands then.
+    let customer = draft["customer"].as_str().unwrap_or_default().to_owned();
+    let total = draft["total"].as_i64().unwrap_or(0);
+    let (starting, due, ending) = apply_balance(world, &customer, total);
+    if let Some(c) = world.get_mut(&customer).filter(|_| starting != ending) {
+        c["balance"] = json!(ending);
+        let c = c.clone();
+        world.emit("customer.updated", &c, Some(json!({"balance": starting})), None);
+    }
     let Some(invoice) = world.get_mut(invoice_id) else { return Value::Null };
+    invoice["starting_balance"] = json!(starting);
+    invoice["ending_balance"] = json!(ending);
+    invoice["amount_due"] = json!(due);
+    invoice["amount_remaining"] = json!(due);
     invoice["status"] = json!("open");
     invoice["status_transitions"]["finalized_at"] = json!(now);
     invoice["effective_at"] = json!(now);
@@ -332,6 +357,17 @@ fn payment_method_for(world: &World, sub: &Value) -> Option<String> {
 
 /// Updates the subscription and emits `customer.subscription.updated` with the changed fields'
 /// previous values, as Stripe does.
+/// Puts `price` and `quantity` on a single-item subscription: the item, its legacy `plan` (the
+/// plan view of the price, as Stripe keeps it) and the top-level mirrors of both.
+pub fn set_item(sub: &mut Value, price: &Value, quantity: i64) {
+    let plan = crate::objects::plan_from_price(price);
+    sub["items"]["data"][0]["price"] = price.clone();
+    sub["items"]["data"][0]["plan"] = plan.clone();
+    sub["items"]["data"][0]["quantity"] = json!(quantity);
+    sub["plan"] = plan;
+    sub["quantity"] = json!(quantity);
+}
+
 pub fn update_subscription(world: &mut World, sub_id: &str, change: impl FnOnce(&mut Value)) -> Value {
     let Some(before) = world.get(sub_id).cloned() else { return Value::Null };
     let mut after = before.clone();
@@ -379,10 +415,16 @@ pub fn attempt_payment(
     let amount = invoice["amount_due"].as_i64().unwrap_or(0);
     let pm = payment_method_for(world, &sub);
     let card = pm.as_deref().and_then(|p| world.cards.get(p).copied());
+    if amount == 0 {
+        // Nothing to collect (a credit covered it, or a negative proration): paid as it is, with
+        // no PaymentIntent and no charge, as Stripe does.
+        let attempt_count = invoice["attempt_count"].as_i64().unwrap_or(0);
+        mark_paid(world, invoice_id, attempt_count, now);
+        settle_paid(world, invoice_id, &sub_id, &sub);
+        return ChargeOutcome::Succeeded;
+    }
     let authenticated = world.authenticated.remove(invoice_id);
-    let outcome = if amount == 0 {
-        ChargeOutcome::Succeeded
-    } else if authenticated {
+    let outcome = if authenticated {
         // The customer completed the challenge for this very payment.
         ChargeOutcome::Succeeded
     } else {
@@ -424,10 +466,25 @@ pub fn attempt_payment(
         }
         None => {
             let pi = world.create("payment_intent", "pi", pi_fields);
+            world.emit("payment_intent.created", &pi, None, None);
+            let payment_id = world.new_id("inpay");
             if let Some(inv) = world.get_mut(invoice_id) {
                 inv["payments"] = json!({
                     "object": "list",
-                    "data": [{"object": "invoice_payment", "payment": {"type": "payment_intent", "payment_intent": pi["id"]}, "status": "open"}],
+                    "data": [{
+                        "id": payment_id,
+                        "object": "invoice_payment",
+                        "amount_paid": null,
+                        "amount_requested": amount,
+                        "created": now,
+                        "currency": inv["currency"],
+                        "invoice": invoice_id,
+                        "is_default": true,
+                        "livemode": false,
+                        "payment": {"type": "payment_intent", "payment_intent": pi["id"]},
+                        "status": "open",
+                        "status_transitions": {"canceled_at": null, "paid_at": null},
+                    }],
                     "has_more": false,
                     "url": format!("/v1/invoice_payments?invoice={invoice_id}"),
                 });
@@ -448,18 +505,10 @@ pub fn attempt_payment(
             world.emit("payment_intent.succeeded", &pi, None, None);
             world.emit("charge.succeeded", &charge, None, None);
             mark_paid(world, invoice_id, attempt_count, now);
-            let paid = world.get(invoice_id).cloned().unwrap_or(Value::Null);
-            world.emit("invoice.paid", &paid, None, None);
-            world.emit("invoice.payment_succeeded", &paid, None, None);
-            apply_pending_update(world, invoice_id);
-            if matches!(sub["status"].as_str(), Some("past_due" | "incomplete" | "unpaid"))
-                && !sub_id.is_empty()
-            {
-                update_subscription(world, &sub_id, |s| {
-                    s["status"] = json!("active");
-                    s["latest_invoice"] = json!(invoice_id);
-                });
-            }
+            let payment =
+                world.get(invoice_id).map(|i| i["payments"]["data"][0].clone()).unwrap_or(Value::Null);
+            world.emit("invoice_payment.paid", &payment, None, None);
+            settle_paid(world, invoice_id, &sub_id, &sub);
         }
         ChargeOutcome::Declined | ChargeOutcome::RequiresAction => {
             if outcome == ChargeOutcome::Declined {
@@ -487,6 +536,8 @@ pub fn attempt_payment(
                 inv["next_payment_attempt"] = json!(next);
             }
             let failed = world.get(invoice_id).cloned().unwrap_or(Value::Null);
+            let before = json!({"attempt_count": attempt_count - 1, "next_payment_attempt": invoice["next_payment_attempt"]});
+            world.emit("invoice.updated", &failed, Some(before), None);
             if outcome == ChargeOutcome::RequiresAction {
                 world.emit("invoice.payment_action_required", &failed, None, None);
             }
@@ -503,6 +554,21 @@ pub fn attempt_payment(
     outcome
 }
 
+/// What follows a paid invoice: its events, a pending update applied, and a subscription that
+/// was behind made active again.
+fn settle_paid(world: &mut World, invoice_id: &str, sub_id: &str, sub: &Value) {
+    let paid = world.get(invoice_id).cloned().unwrap_or(Value::Null);
+    world.emit("invoice.paid", &paid, None, None);
+    world.emit("invoice.payment_succeeded", &paid, None, None);
+    apply_pending_update(world, invoice_id);
+    if matches!(sub["status"].as_str(), Some("past_due" | "incomplete" | "unpaid")) && !sub_id.is_empty() {
+        update_subscription(world, sub_id, |s| {
+            s["status"] = json!("active");
+            s["latest_invoice"] = json!(invoice_id);
+        });
+    }
+}
+
 fn mark_paid(world: &mut World, invoice_id: &str, attempt_count: i64, now: i64) {
     if let Some(inv) = world.get_mut(invoice_id) {
         let due = inv["amount_due"].clone();
@@ -515,6 +581,8 @@ fn mark_paid(world: &mut World, invoice_id: &str, attempt_count: i64, now: i64) 
         inv["status_transitions"]["paid_at"] = json!(now);
         if let Some(p) = inv["payments"]["data"].get_mut(0) {
             p["status"] = json!("paid");
+            p["amount_paid"] = p["amount_requested"].clone();
+            p["status_transitions"]["paid_at"] = json!(now);
         }
     }
 }
@@ -557,10 +625,7 @@ fn apply_pending_update(world: &mut World, invoice_id: &str) {
         let price = update["price"].clone();
         let quantity = update["quantity"].clone();
         update_subscription(world, &sub_id, |s| {
-            s["items"]["data"][0]["price"] = price.clone();
-            s["items"]["data"][0]["quantity"] = quantity.clone();
-            s["plan"] = price.clone();
-            s["quantity"] = quantity.clone();
+            set_item(s, &price, quantity.as_i64().unwrap_or(1));
             s["pending_update"] = Value::Null;
         });
     }

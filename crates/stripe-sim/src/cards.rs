@@ -8,6 +8,8 @@ pub enum Card {
     Visa,
     /// 4000 0000 0000 0002: declined; cannot even be attached to a customer.
     Declined,
+    /// 4000 0000 0000 9995: declined for insufficient funds; like 0002, it cannot be attached.
+    InsufficientFunds,
     /// 4000 0000 0000 0341: attaches, then every charge is declined.
     AttachThenDecline,
     /// 4000 0025 0000 3155: authenticates on-session; once set up, off-session charges pass.
@@ -25,22 +27,26 @@ pub enum ChargeOutcome {
 }
 
 impl Card {
-    /// The test token (`pm_card_…`) or card number a client may send.
+    /// The test token (`pm_card_…`, `tok_…`) or card number a client may send, exactly as
+    /// Stripe's testing docs pair them (stripe-facts.md §15): `pm_card_authenticationRequired`
+    /// is 3184 (every payment authenticates), `pm_card_authenticationRequiredOnSetup` is 3155
+    /// (authenticate once, then set up). Nothing here is the simulator's own.
     pub fn from_token(token: &str) -> Option<Card> {
         Some(match token {
             "pm_card_visa" | "tok_visa" | "4242424242424242" => Card::Visa,
             "pm_card_chargeDeclined" | "tok_chargeDeclined" | "4000000000000002" => Card::Declined,
+            "pm_card_chargeDeclinedInsufficientFunds"
+            | "tok_chargeDeclinedInsufficientFunds"
+            | "4000000000009995" => Card::InsufficientFunds,
             "pm_card_chargeCustomerFail" | "tok_chargeCustomerFail" | "4000000000000341" => {
                 Card::AttachThenDecline
             }
-            "pm_card_authenticationRequired" | "tok_authenticationRequired" | "4000002500003155" => {
-                Card::AuthenticateUnlessSetUp
+            "pm_card_authenticationRequiredOnSetup"
+            | "tok_authenticationRequiredOnSetup"
+            | "4000002500003155" => Card::AuthenticateUnlessSetUp,
+            "pm_card_authenticationRequired" | "tok_authenticationRequired" | "4000002760003184" => {
+                Card::AlwaysAuthenticate
             }
-            // 3184 has no pm_card_ alias of its own in Stripe's list; the 3DS2-required token also
-            // authenticates on every charge, so both stand for "always authenticate".
-            "pm_card_authenticationRequiredChallenge"
-            | "pm_card_threeDSecure2Required"
-            | "4000002760003184" => Card::AlwaysAuthenticate,
             _ => return None,
         })
     }
@@ -49,6 +55,7 @@ impl Card {
         match self {
             Card::Visa => "4242",
             Card::Declined => "0002",
+            Card::InsufficientFunds => "9995",
             Card::AttachThenDecline => "0341",
             Card::AuthenticateUnlessSetUp => "3155",
             Card::AlwaysAuthenticate => "3184",
@@ -58,6 +65,7 @@ impl Card {
     pub fn check_attach(self) -> Result<(), StripeError> {
         match self {
             Card::Declined => Err(StripeError::card_declined("generic_decline")),
+            Card::InsufficientFunds => Err(StripeError::card_declined("insufficient_funds")),
             _ => Ok(()),
         }
     }
@@ -66,9 +74,46 @@ impl Card {
     pub fn charge(self, off_session: bool, set_up: bool) -> ChargeOutcome {
         match self {
             Card::Visa => ChargeOutcome::Succeeded,
-            Card::Declined | Card::AttachThenDecline => ChargeOutcome::Declined,
+            Card::Declined | Card::InsufficientFunds | Card::AttachThenDecline => ChargeOutcome::Declined,
             Card::AuthenticateUnlessSetUp if off_session && set_up => ChargeOutcome::Succeeded,
             Card::AuthenticateUnlessSetUp | Card::AlwaysAuthenticate => ChargeOutcome::RequiresAction,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_and_numbers_are_stripes_own_pairs() {
+        for (token, number, last4) in [
+            ("pm_card_visa", "4242424242424242", "4242"),
+            ("pm_card_chargeDeclined", "4000000000000002", "0002"),
+            ("pm_card_chargeDeclinedInsufficientFunds", "4000000000009995", "9995"),
+            ("pm_card_chargeCustomerFail", "4000000000000341", "0341"),
+            ("pm_card_authenticationRequiredOnSetup", "4000002500003155", "3155"),
+            ("pm_card_authenticationRequired", "4000002760003184", "3184"),
+        ] {
+            let card = Card::from_token(token).unwrap();
+            assert_eq!(Card::from_token(number), Some(card), "{token} is {number}");
+            assert_eq!(card.last4(), last4);
+        }
+        assert_eq!(Card::from_token("pm_card_authenticationRequiredChallenge"), None, "not one of Stripe's");
+    }
+
+    #[test]
+    fn each_card_behaves_as_stripe_documents() {
+        // 3184: every payment authenticates, set up or not, on or off session.
+        for (off, set_up) in [(false, false), (true, false), (true, true)] {
+            assert_eq!(Card::AlwaysAuthenticate.charge(off, set_up), ChargeOutcome::RequiresAction);
+        }
+        // 3155: authenticate once; after set-up, off-session renewals pass.
+        assert_eq!(Card::AuthenticateUnlessSetUp.charge(false, false), ChargeOutcome::RequiresAction);
+        assert_eq!(Card::AuthenticateUnlessSetUp.charge(true, true), ChargeOutcome::Succeeded);
+        // 0002 and 9995 cannot be attached; 0341 attaches and then declines.
+        assert!(Card::Declined.check_attach().is_err() && Card::InsufficientFunds.check_attach().is_err());
+        assert!(Card::AttachThenDecline.check_attach().is_ok());
+        assert_eq!(Card::AttachThenDecline.charge(true, false), ChargeOutcome::Declined);
     }
 }

@@ -34,6 +34,11 @@ impl StripeError {
         self
     }
 
+    pub fn with_status(mut self, status: u16) -> StripeError {
+        self.status = status;
+        self
+    }
+
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> StripeError {
         self.extra.insert(key.to_owned(), value.into());
         self
@@ -52,6 +57,16 @@ impl StripeError {
     pub fn invalid(param: &str, message: &str) -> StripeError {
         StripeError::new(400, "invalid_request_error", None, format!("Invalid {param}: {message}"))
             .with_param(param)
+    }
+
+    /// An unknown `Stripe-Version` header.
+    pub fn invalid_version(version: &str) -> StripeError {
+        StripeError::new(
+            400,
+            "invalid_request_error",
+            Some("api_version_invalid"),
+            format!("Invalid Stripe API version: {version}"),
+        )
     }
 
     pub fn invalid_integer(param: &str) -> StripeError {

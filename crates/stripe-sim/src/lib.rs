@@ -13,6 +13,7 @@ pub mod error;
 pub mod form;
 pub mod objects;
 pub mod rng;
+pub mod spec;
 pub mod webhooks;
 pub mod world;
 
@@ -60,9 +61,10 @@ impl Default for SimSettings {
 
 /// The API as the real one behaves on a bad day, on demand: every call waits `latency` plus up
 /// to `jitter`; more than `rate_limit` calls a second from one key are answered 429 `rate_limit`
-/// (a token bucket, as Stripe limits); a seeded `fail_rate` share of calls answers 500
-/// `api_error`, half of them before the request is applied and half after (Stripe's 500s may
-/// come after the write happened, which only an Idempotency-Key makes safe to retry).
+/// (a token bucket, as Stripe limits); a seeded `fail_rate` share of calls fails, in three equal
+/// parts: 500 `api_error` before the request is applied, 500 after it was (Stripe's 500s may
+/// come after the write happened, which only an Idempotency-Key makes safe to retry), and no
+/// answer for `hang` after it was applied (a timeout, for a client that waits less).
 #[derive(Clone, Debug, Default)]
 pub struct Conditions {
     pub latency: Duration,
@@ -70,6 +72,8 @@ pub struct Conditions {
     pub rate_limit: Option<u32>,
     pub fail_rate: f64,
     pub seed: u64,
+    /// How long a call that "times out" is held before it is answered 504 (default 30 s).
+    pub hang: Option<Duration>,
     /// Keys the conditions leave alone: a test harness playing the Dashboard or the customer's
     /// browser calls with its own key (the simulator's own convenience; Stripe has none).
     pub exempt_keys: Vec<String>,
@@ -88,6 +92,7 @@ enum Verdict {
     RateLimited,
     FailBefore,
     FailAfter,
+    TimeoutAfter,
 }
 
 /// What every request handler and the deliverer share.
@@ -107,6 +112,7 @@ pub struct Shared {
     pub rate_limited: std::sync::atomic::AtomicU64,
     pub failed: std::sync::atomic::AtomicU64,
     pub failed_after_write: std::sync::atomic::AtomicU64,
+    pub timed_out: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -133,7 +139,11 @@ impl Shared {
             *tokens -= 1.0;
         }
         let verdict = if c.fail_rate > 0.0 && state.rng.chance(c.fail_rate) {
-            if state.rng.below(2) == 0 { Verdict::FailBefore } else { Verdict::FailAfter }
+            match state.rng.below(3) {
+                0 => Verdict::FailBefore,
+                1 => Verdict::FailAfter,
+                _ => Verdict::TimeoutAfter,
+            }
         } else {
             Verdict::Proceed
         };
@@ -173,6 +183,7 @@ impl Simulator {
             rate_limited: Default::default(),
             failed: Default::default(),
             failed_after_write: Default::default(),
+            timed_out: Default::default(),
         });
         let app = router(shared.clone());
         let server = tokio::spawn(async move {
@@ -332,7 +343,7 @@ async fn handle(
             shared.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(StripeError::api_error());
         }
-        Verdict::Proceed | Verdict::FailAfter => {}
+        Verdict::Proceed | Verdict::FailAfter | Verdict::TimeoutAfter => {}
     }
     let raw = if method == Method::GET || method == Method::DELETE {
         uri.query().unwrap_or_default().as_bytes().to_vec()
@@ -340,8 +351,13 @@ async fn handle(
         body.to_vec()
     };
     let params = form::decode(&raw)?;
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    if let Some(spec) = spec::of(method.as_str(), &segments) {
+        spec::check(&spec, &params)?;
+    }
     let version =
         headers.get("stripe-version").and_then(|v| v.to_str().ok()).unwrap_or(CURRENT_API_VERSION).to_owned();
+    world::check_version(&version)?;
     let idempotency_key = (method == Method::POST)
         .then(|| headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned))
         .flatten();
@@ -372,6 +388,7 @@ async fn handle(
         Ok(object) => {
             let mut rendered = render(object, &req.version);
             world::expand(&world, &mut rendered, &req.expand(), &req.version);
+            world::drop_includables(&mut rendered, &req.expand());
             (200, rendered)
         }
         Err(e) => (e.status, e.body()),
@@ -383,11 +400,24 @@ async fn handle(
     }
     drop(world);
     shared.wake.notify_one();
-    if let Verdict::FailAfter = verdict {
-        // Applied (and saved under its key), but the answer is lost to a 500.
-        shared.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        shared.failed_after_write.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return Err(StripeError::api_error());
+    match verdict {
+        Verdict::FailAfter => {
+            // Applied (and saved under its key), but the answer is lost to a 500.
+            shared.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared.failed_after_write.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(StripeError::api_error());
+        }
+        Verdict::TimeoutAfter => {
+            // Applied, then no answer in time: the client's timeout fires first.
+            shared.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared.failed_after_write.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared.timed_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(shared.settings.conditions.hang.unwrap_or(Duration::from_secs(30))).await;
+            let mut timed_out = StripeError::api_error().with_status(504);
+            timed_out.message = "The request timed out.".to_owned();
+            return Err(timed_out);
+        }
+        _ => {}
     }
     let mut response = json_response(status, &body);
     if let Ok(id) = HeaderValue::from_str(&req.request_id) {

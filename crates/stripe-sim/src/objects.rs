@@ -240,7 +240,7 @@ fn mirror_plan_from_price(item: &mut Value) {
 }
 
 /// The legacy `plan` object Stripe exposes for a recurring `price`.
-fn plan_from_price(price: &Value) -> Value {
+pub fn plan_from_price(price: &Value) -> Value {
     let get = |pointer: &str| price.pointer(pointer).cloned().unwrap_or(Value::Null);
     let mut plan = defaults_plan();
     merge(

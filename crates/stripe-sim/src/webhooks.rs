@@ -99,16 +99,7 @@ pub async fn deliverer(shared: Arc<Shared>) {
 fn schedule(world: &World, shared: &Shared, rng: &mut Rng, queue: &mut Vec<Delivery>, event_id: &str) {
     let Some(event) = world.get(event_id) else { return };
     let event_type = event["type"].as_str().unwrap_or_default();
-    for endpoint in world.objects.values().filter(|o| o["object"] == "webhook_endpoint") {
-        if endpoint["status"] != "enabled" {
-            continue;
-        }
-        let subscribed = endpoint["enabled_events"]
-            .as_array()
-            .is_some_and(|types| types.iter().any(|t| t == "*" || t == event_type));
-        if !subscribed {
-            continue;
-        }
+    for endpoint_id in world.endpoints_for(event_type) {
         let copies = match &shared.settings.chaos {
             Some(chaos) if rng.chance(chaos.duplicate) => {
                 shared.chaos_duplicates.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -122,7 +113,7 @@ fn schedule(world: &World, shared: &Shared, rng: &mut Rng, queue: &mut Vec<Deliv
             });
             queue.push(Delivery {
                 event: event_id.to_owned(),
-                endpoint: endpoint["id"].as_str().unwrap_or_default().to_owned(),
+                endpoint: endpoint_id.clone(),
                 attempt: 0,
                 due: Instant::now() + delay,
             });
@@ -144,6 +135,7 @@ async fn send(
         let version =
             endpoint["api_version"].as_str().unwrap_or(crate::world::CURRENT_API_VERSION).to_owned();
         let mut rendered = render(&event, &version);
+        crate::world::drop_includables(&mut rendered, &[]);
         rendered["api_version"] = Value::String(version);
         let secret = world.secrets.get(&delivery.endpoint).cloned().unwrap_or_default();
         (
@@ -179,6 +171,7 @@ async fn send(
         status,
     });
     if status.is_some_and(|s| (200..300).contains(&s)) {
+        shared.world.lock().await.delivered(&delivery.event, &delivery.endpoint);
         return None;
     }
     let delays = &shared.settings.webhook_retry_delays;

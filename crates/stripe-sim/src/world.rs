@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
+use crate::error::StripeError;
 use crate::objects;
 
 /// The API version objects are stored in, and the default for callers that send none: the
@@ -56,6 +57,8 @@ pub struct World {
     /// Test clocks asked to advance, with their target time: the advancer works them off after
     /// the request has been answered `advancing`, as Stripe does.
     pub pending_advances: Vec<(String, i64)>,
+    /// (event, endpoint) pairs delivered successfully.
+    delivered: std::collections::HashSet<(String, String)>,
     /// Checkout Session line items and options, by session id (Stripe returns them only expanded).
     pub checkout_items: HashMap<String, Value>,
     /// The product each product-feature attachment belongs to (not a field of the object).
@@ -92,6 +95,7 @@ impl World {
             undelivered: Vec::new(),
             pending_lines: HashMap::new(),
             pending_advances: Vec::new(),
+            delivered: Default::default(),
             checkout_items: HashMap::new(),
             product_of_feature: HashMap::new(),
             entitled: HashMap::new(),
@@ -157,6 +161,27 @@ impl World {
     }
 
     /// Records an event (Stripe's shape) about `object`, with `previous` for `*.updated` events.
+    /// The enabled webhook endpoints subscribed to events of `kind`.
+    pub fn endpoints_for(&self, kind: &str) -> Vec<String> {
+        self.objects
+            .values()
+            .filter(|o| o["object"] == "webhook_endpoint" && o["status"] == "enabled")
+            .filter(|e| {
+                e["enabled_events"].as_array().is_some_and(|t| t.iter().any(|t| t == "*" || t == kind))
+            })
+            .filter_map(|e| e["id"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// One endpoint accepted the event: one webhook fewer pending (duplicates count once).
+    pub fn delivered(&mut self, event: &str, endpoint: &str) {
+        let first = self.delivered.insert((event.to_owned(), endpoint.to_owned()));
+        if let Some(e) = self.get_mut(event).filter(|_| first) {
+            let left = e["pending_webhooks"].as_i64().unwrap_or(0);
+            e["pending_webhooks"] = json!((left - 1).max(0));
+        }
+    }
+
     pub fn emit(
         &mut self,
         kind: &str,
@@ -185,7 +210,7 @@ impl World {
                 "created": created,
                 "data": Value::Object(data),
                 "livemode": false,
-                "pending_webhooks": 0,
+                "pending_webhooks": self.endpoints_for(kind).len(),
                 "request": {"id": request_id, "idempotency_key": idempotency_key},
                 "type": kind,
             }),
@@ -226,6 +251,31 @@ fn kind_name(kind: &str) -> &str {
 /// Renders a stored (current-shape) object for `version`: callers pinned before 2025-03-31.basil
 /// read period fields on the subscription and `invoice.subscription`, which we add; current
 /// callers get the stored shape.
+/// Stripe's major releases since versions got names, with the date each began.
+const MAJORS: [(&str, &str); 5] = [
+    ("2024-09-30", "acacia"),
+    ("2025-03-31", "basil"),
+    ("2025-09-30", "clover"),
+    ("2026-03-25", "dahlia"),
+    ("2026-09-30", "endive"),
+];
+/// The newest version the simulator knows (what current SDKs send).
+pub const LATEST_API_VERSION: &str = "2026-10-28.endive";
+
+/// Refuses a `Stripe-Version` Stripe would not know: a date with the name of its major release
+/// (`2026-07-29.dahlia`), or a bare date before names began, and none newer than the latest.
+pub fn check_version(version: &str) -> Result<(), StripeError> {
+    let (date, name) = version.split_once('.').map_or((version, None), |(d, n)| (d, Some(n)));
+    let well_formed = date.len() == 10
+        && date
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+    let major = MAJORS.iter().rev().find(|(start, _)| date >= *start).map(|(_, n)| *n);
+    let known = well_formed && date <= &LATEST_API_VERSION[..10] && name == major;
+    if known { Ok(()) } else { Err(StripeError::invalid_version(version)) }
+}
+
 pub fn render(object: &Value, version: &str) -> Value {
     let mut out = object.clone();
     if version >= BASIL {
@@ -265,8 +315,55 @@ fn legacy_shape(object: &mut Value) {
 }
 
 /// Replaces the expandable ids named by `expand` (dot paths) with the objects they name.
+/// A Checkout Session's line items, as the list Stripe returns (expanded or at `…/line_items`).
+pub fn checkout_line_items(world: &World, session: &str) -> Value {
+    let items: Vec<Value> =
+        world.checkout_items.get(session).map(|i| vec![i["line_item"].clone()]).unwrap_or_default();
+    json!({
+        "object": "list",
+        "data": items,
+        "has_more": false,
+        "url": format!("/v1/checkout/sessions/{session}/line_items"),
+    })
+}
+
+/// Fields Stripe returns only when asked for with `expand[]` ("includable"): an invoice's
+/// `payments`. Removed from `object` (an object, a list of them, or an event) unless `paths`
+/// asks for them.
+pub fn drop_includables(object: &mut Value, paths: &[String]) {
+    let asked = |p: &str| paths.iter().any(|x| x == p);
+    if let Some(items) = object.get_mut("data").and_then(Value::as_array_mut) {
+        let keep = asked("data.payments");
+        for item in items {
+            if item["object"] == "invoice" && !keep {
+                strip(item, "payments");
+            }
+        }
+    }
+    if object["object"] == "invoice" && !asked("payments") {
+        strip(object, "payments");
+    }
+    let is_event = object["object"] == "event";
+    let inner = object.get_mut("data").and_then(|d| d.get_mut("object"));
+    if let Some(invoice) = inner.filter(|o| is_event && o["object"] == "invoice") {
+        strip(invoice, "payments");
+    }
+}
+
+fn strip(object: &mut Value, field: &str) {
+    if let Some(map) = object.as_object_mut() {
+        map.remove(field);
+    }
+}
+
 pub fn expand(world: &World, object: &mut Value, paths: &[String], version: &str) {
     for path in paths {
+        // A Checkout Session's line items are not an id to look up: they are its own list.
+        if path == "line_items" && object["object"] == "checkout.session" {
+            let id = object["id"].as_str().unwrap_or_default().to_owned();
+            object["line_items"] = checkout_line_items(world, &id);
+            continue;
+        }
         expand_path(world, object, &path.split('.').collect::<Vec<_>>(), version, 0);
     }
 }

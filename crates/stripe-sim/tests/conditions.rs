@@ -71,9 +71,14 @@ async fn past_the_rate_limit_calls_get_stripes_429() {
 
 #[tokio::test]
 async fn failures_come_before_and_after_writes_and_the_key_makes_retries_safe() {
-    let sim =
-        start(Conditions { fail_rate: 0.5, seed: 3, exempt_keys: vec![EXEMPT.into()], ..Default::default() })
-            .await;
+    let sim = start(Conditions {
+        fail_rate: 0.5,
+        seed: 3,
+        hang: Some(Duration::from_millis(300)),
+        exempt_keys: vec![EXEMPT.into()],
+        ..Default::default()
+    })
+    .await;
     let mut failures = 0;
     for i in 0..20 {
         let email = format!("c{i}@fail.test");
@@ -86,7 +91,8 @@ async fn failures_come_before_and_after_writes_and_the_key_makes_retries_safe() 
             if r.status().is_success() {
                 break;
             }
-            assert_eq!(r.status(), 500);
+            // 500 before or after the write, or 504 once a held ("timed out") call gives up.
+            assert!(matches!(r.status().as_u16(), 500 | 504), "{}", r.status());
             let body: serde_json::Value = r.json().await.unwrap();
             assert_eq!(body["error"]["type"], "api_error");
             failures += 1;

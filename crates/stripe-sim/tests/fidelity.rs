@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Fidelity: every object the simulator returns has every field of Stripe's own example object,
-//! with the same JSON type. The examples are Stripe's `fixtures3.json`, kept outside this repo
-//! (`/work/shared/stripe`, found relative to this crate); without it the check is skipped loudly.
+//! with the same JSON type. The facts come from Stripe's `fixtures3.json`, reduced by
+//! `scripts/stripe-shapes` to `tests/stripe_shapes.json` (field names and JSON types per object
+//! kind, committed, so the check runs in every clone; the script says how to refresh it).
 
 use std::path::PathBuf;
 
@@ -24,11 +25,40 @@ const OPAQUE: &[&str] = &[
     "event.data.object",
 ];
 
+/// Kinds the simulator serves only inside other objects or lists (no defaults of their own): a
+/// Checkout Session's line `item` and an invoice's `invoice_payment`. Checked as served.
+const SERVED_ONLY: &[&str] = &["invoice_payment", "item"];
+
 /// Fields holding user-defined maps: their keys are the example's data, not Stripe's fields.
 const FREE_FORM: &[&str] = &["metadata"];
 
-fn fixture_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/stripe/fixtures3.json")
+fn shapes_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/stripe_shapes.json")
+}
+
+/// A value of each leaf's type, standing in for Stripe's example (only types are compared).
+fn example_of(shape: &Value) -> Value {
+    match shape {
+        Value::Object(fields) => {
+            Value::Object(fields.iter().map(|(k, v)| (k.clone(), example_of(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(example_of).collect()),
+        Value::String(kind) => match kind.as_str() {
+            "null" => Value::Null,
+            "boolean" => json!(false),
+            "integer" => json!(0),
+            "float" => json!(0.5),
+            _ => json!(""),
+        },
+        other => other.clone(),
+    }
+}
+
+/// Stripe's examples, as typed stand-ins, by object kind.
+fn stripe_examples() -> Value {
+    let text = std::fs::read_to_string(shapes_path()).expect("tests/stripe_shapes.json is committed");
+    let shapes: Value = serde_json::from_str(&text).expect("stripe_shapes.json is valid JSON");
+    example_of(&shapes)
 }
 
 /// The JSON type of a value; integers and floats differ (Stripe amounts and times are integers).
@@ -133,14 +163,9 @@ impl Check {
 
 #[test]
 fn every_object_kind_has_every_fixture_field_with_the_same_type() {
-    let path = fixture_path();
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!("fidelity check SKIPPED: Stripe fixture file {} is missing", path.display());
-        return;
-    };
-    let fixtures: Value = serde_json::from_str(&text).expect("fixtures3.json is valid JSON");
-    let resources = fixtures.get("resources").expect("fixtures3.json has a top-level \"resources\" key");
-
+    let path = shapes_path();
+    let examples = stripe_examples();
+    let resources = &examples;
     let mut check = Check { mismatches: Vec::new(), used_allowances: Vec::new(), null_objects: Vec::new() };
     for kind in KINDS {
         let Some(example) = resources.get(*kind) else {
@@ -271,16 +296,9 @@ fn an_unknown_kind_returns_the_known_fields_unchanged() {
 /// one object of every kind, each compared with Stripe's example.
 #[tokio::test]
 async fn every_object_the_simulator_serves_over_http_matches_its_example() {
-    let path = fixture_path();
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!(
-            "fidelity check (served objects) SKIPPED: Stripe fixture file {} is missing",
-            path.display()
-        );
-        return;
-    };
-    let fixtures: Value = serde_json::from_str(&text).expect("fixtures3.json is valid JSON");
-    let resources = &fixtures["resources"];
+    let path = shapes_path();
+    let examples = stripe_examples();
+    let resources = &examples;
     let sim =
         stripe_sim::Simulator::start("127.0.0.1:0".parse().unwrap(), stripe_sim::SimSettings::default())
             .await
@@ -364,7 +382,12 @@ async fn every_object_the_simulator_serves_over_http_matches_its_example() {
     let sub_id = done["subscription"].as_str().unwrap().to_owned();
     let sub = call(M::GET, format!("/v1/subscriptions/{sub_id}"), vec![]).await;
     let item = id(&sub["items"]["data"][0]);
-    let invoice = call(M::GET, format!("/v1/invoices/{}", done["invoice"].as_str().unwrap()), vec![]).await;
+    let invoice = call(
+        M::GET,
+        format!("/v1/invoices/{}", done["invoice"].as_str().unwrap()),
+        vec![("expand[]", "payments".to_owned())],
+    )
+    .await;
     let pi = call(
         M::GET,
         format!(
@@ -427,10 +450,17 @@ async fn every_object_the_simulator_serves_over_http_matches_its_example() {
             event_of("entitlements.active_entitlement_summary.updated")["data"]["object"].clone(),
         ),
         ("invoiceitem", event_of("invoiceitem.created")["data"]["object"].clone()),
+        ("invoice_payment", invoice["payments"]["data"][0].clone()),
+        (
+            "item",
+            call(M::GET, format!("/v1/checkout/sessions/{}/line_items", id(&session)), vec![]).await["data"]
+                [0]
+            .clone(),
+        ),
     ]);
 
     let mut check = Check { mismatches: Vec::new(), used_allowances: Vec::new(), null_objects: Vec::new() };
-    for kind in KINDS {
+    for kind in KINDS.iter().chain(SERVED_ONLY) {
         let ours: Vec<&Value> = served.iter().filter(|(k, _)| k == kind).map(|(_, v)| v).collect();
         if ours.is_empty() || ours.iter().any(|v| v.is_null()) {
             check.mismatches.push(format!("{kind}: the flow did not serve one"));

@@ -575,13 +575,16 @@ async fn a_failing_card_goes_past_due_retries_on_schedule_then_cancels() {
 #[tokio::test]
 async fn a_renewal_on_an_always_authenticate_card_asks_for_action_until_authenticated() {
     let t = setup().await;
-    let (clock, sub) = t.subscribed_then_failing_over_to("pm_card_authenticationRequiredChallenge").await;
+    let (clock, sub) = t.subscribed_then_failing_over_to("pm_card_authenticationRequired").await;
     let sub_id = s(&sub["id"]);
     let end = sub["items"]["data"][0]["current_period_end"].as_i64().unwrap();
     t.advance(&clock, end + 3600).await;
     let sub_now = t.client.get(&format!("/v1/subscriptions/{sub_id}"), &[]).await;
     assert_eq!(sub_now["status"], "past_due");
-    let invoice = t.client.get(&format!("/v1/invoices/{}", s(&sub_now["latest_invoice"])), &[]).await;
+    let invoice = t
+        .client
+        .get(&format!("/v1/invoices/{}", s(&sub_now["latest_invoice"])), &[("expand[]", "payments")])
+        .await;
     assert!(invoice["next_payment_attempt"].is_null(), "authentication failures are not retried");
     t.event("invoice.payment_action_required", |e| e["data"]["object"]["id"] == invoice["id"]).await;
     let pi = s(&invoice["payments"]["data"][0]["payment"]["payment_intent"]);
@@ -728,7 +731,7 @@ async fn the_hosted_checkout_page_pays_and_redirects_to_the_success_url() {
     // A 3-D Secure card first shows the challenge.
     let challenge = no_redirect
         .post(&url)
-        .form(&[("card", "pm_card_authenticationRequired")])
+        .form(&[("card", "pm_card_authenticationRequiredOnSetup")])
         .send()
         .await
         .unwrap()
@@ -738,7 +741,7 @@ async fn the_hosted_checkout_page_pays_and_redirects_to_the_success_url() {
     assert!(challenge.contains("Complete authentication"));
     let r = no_redirect
         .post(&url)
-        .form(&[("card", "pm_card_authenticationRequired"), ("auth", "succeed")])
+        .form(&[("card", "pm_card_authenticationRequiredOnSetup"), ("auth", "succeed")])
         .send()
         .await
         .unwrap();
@@ -913,4 +916,253 @@ async fn events_can_be_listed_and_retrieved_and_ids_expanded() {
         .await;
     assert_eq!(expanded["subscription"]["object"], "subscription");
     assert_eq!(expanded["customer"]["email"], "e@acme.test");
+}
+
+/// Money as Stripe keeps it: a seat decrease billed at once makes a negative invoice whose
+/// credit goes to the customer's balance (nothing is paid, no PaymentIntent), and the next
+/// invoice uses that credit first.
+#[tokio::test]
+async fn a_negative_proration_credits_the_balance_and_the_renewal_spends_it() {
+    let t = setup().await;
+    let (customer, clock) = t.customer_on_clock("pm_card_visa").await;
+    let sub = t.subscribe(&customer, &t.team_monthly, "4").await;
+    let sub_id = s(&sub["id"]);
+    let item = s(&sub["items"]["data"][0]["id"]);
+    let end = sub["items"]["data"][0]["current_period_end"].as_i64().unwrap();
+    t.advance(&clock, T0 + 10 * DAY).await;
+    let preview = t
+        .client
+        .post(
+            "/v1/invoices/create_preview",
+            &[
+                ("subscription", &sub_id),
+                ("subscription_details[items][0][id]", &item),
+                ("subscription_details[items][0][quantity]", "1"),
+                ("subscription_details[proration_behavior]", "always_invoice"),
+            ],
+        )
+        .await;
+    let decreased = t
+        .client
+        .post(
+            &format!("/v1/subscriptions/{sub_id}"),
+            &[("items[0][id]", &item), ("items[0][quantity]", "1"), ("proration_behavior", "always_invoice")],
+        )
+        .await;
+    let invoice = t
+        .client
+        .get(&format!("/v1/invoices/{}", s(&decreased["latest_invoice"])), &[("expand[]", "payments")])
+        .await;
+    let total = invoice["total"].as_i64().unwrap();
+    assert!(total < 0, "three seats for two thirds of a month come back: {total}");
+    assert_eq!((invoice["amount_due"].as_i64(), invoice["status"].as_str()), (Some(0), Some("paid")));
+    assert_eq!(invoice["ending_balance"].as_i64(), Some(total), "the credit is kept");
+    assert_eq!(preview["amount_due"].as_i64(), Some(0), "the preview said nothing is charged");
+    let payments = invoice["payments"]["data"].as_array().map_or(0, Vec::len);
+    assert_eq!(payments, 0, "no PaymentIntent for nothing due: {}", invoice["payments"]);
+    let balance = t.client.get(&format!("/v1/customers/{customer}"), &[]).await["balance"].as_i64();
+    assert_eq!(balance, Some(total), "the customer's balance holds the credit");
+    // The renewal: one seat at the full price, less the credit.
+    t.advance(&clock, end + 2 * 3600).await;
+    let renewed = t.client.get(&format!("/v1/subscriptions/{sub_id}"), &[]).await;
+    let renewal = t.client.get(&format!("/v1/invoices/{}", s(&renewed["latest_invoice"])), &[]).await;
+    let price =
+        t.client.get(&format!("/v1/prices/{}", t.team_monthly), &[]).await["unit_amount"].as_i64().unwrap();
+    assert_eq!(renewal["starting_balance"].as_i64(), Some(total));
+    assert_eq!(renewal["amount_due"].as_i64(), Some((price + total).max(0)), "{renewal}");
+    assert_eq!(renewal["amount_paid"].as_i64(), Some((price + total).max(0)));
+    let after = t.client.get(&format!("/v1/customers/{customer}"), &[]).await["balance"].as_i64();
+    assert_eq!(after, Some((price + total).min(0)), "the credit is spent");
+}
+
+/// The calls and events integrations commonly rely on: a customer's payment methods (list,
+/// detach), an invoice's lines, voiding, the portal's deep links, `payment_intent.created`,
+/// `invoice.updated` on a failed attempt, `invoice_payment.paid` with a whole object,
+/// `billing_portal.configuration.created`, and `pending_webhooks` counting down on delivery.
+#[tokio::test]
+async fn the_calls_and_events_integrations_rely_on_exist() {
+    let t = setup().await;
+    let (customer, clock) = t.customer_on_clock("pm_card_visa").await;
+    let sub = t.subscribe(&customer, &t.team_monthly, "1").await;
+    let sub_id = s(&sub["id"]);
+    let first_invoice = s(&sub["latest_invoice"]);
+    // The first invoice was paid through a PaymentIntent; each step had its event.
+    let paid =
+        t.event("invoice_payment.paid", |e| e["data"]["object"]["invoice"] == first_invoice.as_str()).await;
+    let payment = &paid["data"]["object"];
+    for field in
+        ["id", "amount_paid", "amount_requested", "created", "currency", "is_default", "status_transitions"]
+    {
+        assert!(!payment[field].is_null(), "invoice_payment.{field}: {payment}");
+    }
+    assert_eq!(payment["status"], "paid");
+    t.event("payment_intent.created", |e| e["data"]["object"]["customer"] == customer.as_str()).await;
+    // Webhooks count down as they are delivered: the receiver took this one.
+    let stored = t.client.get(&format!("/v1/events/{}", s(&paid["id"])), &[]).await;
+    assert_eq!(stored["pending_webhooks"], 0, "delivered to the one endpoint");
+    // Payment methods: listed both ways, detached once.
+    let methods = t.client.get("/v1/payment_methods", &[("customer", &customer), ("type", "card")]).await;
+    let method = s(&methods["data"][0]["id"]);
+    let by_customer = t.client.get(&format!("/v1/customers/{customer}/payment_methods"), &[]).await;
+    assert_eq!(by_customer["data"][0]["id"], methods["data"][0]["id"]);
+    // Lines of an invoice, as a list.
+    let lines = t.client.get(&format!("/v1/invoices/{first_invoice}/lines"), &[]).await;
+    assert_eq!((lines["object"].as_str(), lines["data"].as_array().map(Vec::len)), (Some("list"), Some(1)));
+    // A renewal that fails: the invoice is updated (attempt counted) and stays open; void it.
+    t.client
+        .post(
+            &format!("/v1/customers/{customer}"),
+            &[("invoice_settings[default_payment_method]", "pm_card_chargeCustomerFail")],
+        )
+        .await;
+    let end = sub["items"]["data"][0]["current_period_end"].as_i64().unwrap();
+    t.advance(&clock, end + 2 * 3600).await;
+    let open = s(&t.client.get(&format!("/v1/subscriptions/{sub_id}"), &[]).await["latest_invoice"]);
+    let updated = t.event("invoice.updated", |e| e["data"]["object"]["id"] == open.as_str()).await;
+    assert_eq!(updated["data"]["previous_attributes"]["attempt_count"], 0);
+    let voided = t.client.post(&format!("/v1/invoices/{open}/void"), &[]).await;
+    assert_eq!(voided["status"], "void");
+    t.event("invoice.voided", |e| e["data"]["object"]["id"] == open.as_str()).await;
+    let (status, again, _) =
+        t.client.call(reqwest::Method::POST, &format!("/v1/invoices/{open}/void"), &[], None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "only open invoices are voided: {again}");
+    let detached = t.client.post(&format!("/v1/payment_methods/{method}/detach"), &[]).await;
+    assert!(detached["customer"].is_null());
+    t.event("payment_method.detached", |e| e["data"]["object"]["id"] == method.as_str()).await;
+    // Resume is for paused subscriptions only (the simulator never pauses one: no trials).
+    let (status, _, _) =
+        t.client.call(reqwest::Method::POST, &format!("/v1/subscriptions/{sub_id}/resume"), &[], None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // The portal: a configuration announces itself, and sessions take deep links.
+    let product = s(&t.client.get(&format!("/v1/prices/{}", t.team_monthly), &[]).await["product"]);
+    let config = t
+        .client
+        .post(
+            "/v1/billing_portal/configurations",
+            &[
+                ("features[subscription_update][enabled]", "true"),
+                ("features[subscription_update][products][0][product]", &product),
+                ("features[subscription_update][products][0][prices][0]", &t.team_monthly),
+            ],
+        )
+        .await;
+    t.event("billing_portal.configuration.created", |e| e["data"]["object"]["id"] == config["id"]).await;
+    let update_card = t
+        .client
+        .post(
+            "/v1/billing_portal/sessions",
+            &[("customer", &customer), ("flow_data[type]", "payment_method_update")],
+        )
+        .await;
+    assert_eq!(update_card["flow"]["type"], "payment_method_update");
+    let cancel = t
+        .client
+        .post(
+            "/v1/billing_portal/sessions",
+            &[
+                ("customer", &customer),
+                ("flow_data[type]", "subscription_cancel"),
+                ("flow_data[subscription_cancel][subscription]", &sub_id),
+            ],
+        )
+        .await;
+    assert_eq!(cancel["flow"]["subscription_cancel"]["subscription"], sub_id.as_str());
+    let plain = t.client.post("/v1/billing_portal/sessions", &[("customer", &customer)]).await;
+    assert!(plain["flow"].is_null());
+}
+
+/// Shapes that went wrong before: the legacy `plan` after an update (the plan view of the new
+/// price, not the price object), Checkout's line items when expanded, and a portal
+/// configuration's `business_profile` and per-product `adjustable_quantity`.
+#[tokio::test]
+async fn updated_plans_expanded_line_items_and_portal_configurations_have_stripes_shape() {
+    let t = setup().await;
+    let (customer, _) = t.customer_on_clock("pm_card_visa").await;
+    let sub = t.subscribe(&customer, &t.team_monthly, "1").await;
+    let item = s(&sub["items"]["data"][0]["id"]);
+    let updated = t
+        .client
+        .post(
+            &format!("/v1/subscriptions/{}", s(&sub["id"])),
+            &[
+                ("items[0][id]", &item),
+                ("items[0][price]", &t.business_monthly),
+                ("proration_behavior", "none"),
+            ],
+        )
+        .await;
+    let price = t.client.get(&format!("/v1/prices/{}", t.business_monthly), &[]).await;
+    for plan in [&updated["items"]["data"][0]["plan"], &updated["plan"]] {
+        assert_eq!(plan["object"], "plan", "{plan}");
+        assert_eq!(plan["id"], price["id"]);
+        assert_eq!(plan["amount"], price["unit_amount"], "the plan's amount is the price's");
+        assert_eq!(plan["interval"], price["recurring"]["interval"]);
+    }
+    let session = t.session(&[("line_items[0][quantity]", "2"), ("success_url", "http://app.test/ok")]).await;
+    let expanded = t
+        .client
+        .get(&format!("/v1/checkout/sessions/{}", s(&session["id"])), &[("expand[]", "line_items")])
+        .await;
+    let line = &expanded["line_items"]["data"][0];
+    assert_eq!(
+        (expanded["line_items"]["object"].as_str(), line["object"].as_str()),
+        (Some("list"), Some("item"))
+    );
+    assert_eq!(line["quantity"], 2);
+    assert_eq!(line["price"]["id"], t.team_monthly.as_str());
+    let plain = t.client.get(&format!("/v1/checkout/sessions/{}", s(&session["id"])), &[]).await;
+    assert!(plain.get("line_items").is_none_or(Value::is_null), "only when expanded");
+    let product = s(&price["product"]);
+    let config = t
+        .client
+        .post(
+            "/v1/billing_portal/configurations",
+            &[
+                ("features[subscription_update][enabled]", "true"),
+                ("features[subscription_update][products][0][product]", &product),
+                ("features[subscription_update][products][0][prices][0]", &t.business_monthly),
+            ],
+        )
+        .await;
+    assert!(config["business_profile"].is_object(), "{}", config["business_profile"]);
+    let adjustable = &config["features"]["subscription_update"]["products"][0]["adjustable_quantity"];
+    assert_eq!((adjustable["enabled"].as_bool(), adjustable["minimum"].as_i64()), (Some(false), Some(1)));
+}
+
+/// Strict like Stripe: a misspelt parameter, an expansion the object does not offer and an API
+/// version Stripe does not know are refused with Stripe's errors; known versions are served.
+#[tokio::test]
+async fn unknown_parameters_expansions_and_versions_are_refused_as_stripe_does() {
+    let t = setup().await;
+    let (status, body, _) =
+        t.client.call(reqwest::Method::POST, "/v1/customers", &[("emial", "typo@acme.test")], None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        (body["error"]["code"].as_str(), body["error"]["param"].as_str()),
+        (Some("parameter_unknown"), Some("emial"))
+    );
+    let (customer, _) = t.customer_on_clock("pm_card_visa").await;
+    let sub = t.subscribe(&customer, &t.team_monthly, "1").await;
+    let path = format!("/v1/subscriptions/{}", s(&sub["id"]));
+    let (status, body, _) = t
+        .client
+        .call(reqwest::Method::GET, &path, &[("expand[]", "latest_invoice.payment_intent")], None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "removed in basil: {body}");
+    let (status, _, _) =
+        t.client.call(reqwest::Method::GET, &path, &[("expand[]", "latest_invoice")], None).await;
+    assert_eq!(status, StatusCode::OK);
+    for (version, known) in [
+        ("2026-07-29.dahlia", true),
+        ("2026-10-28.endive", true),
+        ("2024-06-20", true),
+        ("2026-07-29.endive", false),
+        ("2027-01-01.fig", false),
+        ("latest", false),
+    ] {
+        let client =
+            Client { http: reqwest::Client::new(), base: t.sim.base_url.clone(), version: Some(version) };
+        let (status, body, _) = client.call(reqwest::Method::GET, &path, &[], None).await;
+        assert_eq!(status == StatusCode::OK, known, "{version}: {body}");
+    }
 }

@@ -65,6 +65,15 @@ pub fn route(world: &mut World, shared: &Shared, req: &Req) -> Result<Value> {
         ["prices", id] if get => world.fetch("price", id),
         ["prices", id] if post => update_price(world, req, id),
 
+        ["payment_methods"] if get => {
+            let customer = req.params.required_str("customer")?.to_owned();
+            list(world, req, "payment_method", move |o, _| o["customer"] == customer.as_str())
+        }
+        ["customers", id, "payment_methods"] if get => {
+            world.fetch("customer", id)?;
+            list(world, req, "payment_method", |o, _| o["customer"] == *id)
+        }
+        ["payment_methods", id, "detach"] if post => detach_payment_method(world, id),
         ["payment_methods", id] if get => world.fetch("payment_method", id),
         ["payment_methods", id, "attach"] if post => {
             let customer = req.params.required_str("customer")?;
@@ -76,10 +85,8 @@ pub fn route(world: &mut World, shared: &Shared, req: &Req) -> Result<Value> {
         ["checkout", "sessions", id, "expire"] if post => expire_checkout_session(world, id),
         ["checkout", "sessions", id, "line_items"] if get => {
             world.fetch("checkout.session", id)?;
-            Ok(list_of(
-                world.checkout_items.get(*id).map(|i| vec![i["line_item"].clone()]).unwrap_or_default(),
-                req,
-            ))
+            let all = crate::world::checkout_line_items(world, id);
+            Ok(list_of(all["data"].as_array().cloned().unwrap_or_default(), req))
         }
         ["test_helpers", "checkout", "sessions", id, "complete"] if post => {
             complete_checkout_session(world, shared, req, id)
@@ -95,6 +102,7 @@ pub fn route(world: &mut World, shared: &Shared, req: &Req) -> Result<Value> {
                 }
         }),
         ["subscriptions", id] if get => world.fetch("subscription", id),
+        ["subscriptions", id, "resume"] if post => resume_subscription(world, id),
         ["subscriptions", id] if post => update_subscription(world, shared, req, id),
         ["subscriptions", id] if delete => {
             let sub = world.fetch("subscription", id)?;
@@ -114,6 +122,11 @@ pub fn route(world: &mut World, shared: &Shared, req: &Req) -> Result<Value> {
         }),
         ["invoices", id] if get => world.fetch("invoice", id),
         ["invoices", id, "pay"] if post => pay_invoice(world, shared, req, id),
+        ["invoices", id, "lines"] if get => {
+            let invoice = world.fetch("invoice", id)?;
+            Ok(list_of(invoice["lines"]["data"].as_array().cloned().unwrap_or_default(), req))
+        }
+        ["invoices", id, "void"] if post => void_invoice(world, id),
 
         ["payment_intents", id] if get => world.fetch("payment_intent", id),
         ["test_helpers", "payment_intents", id, "authenticate"] if post => {
@@ -445,6 +458,62 @@ pub fn attach_payment_method(world: &mut World, pm: &str, customer: &str) -> Res
     Ok(method)
 }
 
+/// `POST /v1/payment_methods/{id}/detach`: no longer the customer's (nor its default).
+fn detach_payment_method(world: &mut World, id: &str) -> Result<Value> {
+    let mut method = world.fetch("payment_method", id)?;
+    let Some(customer) = method["customer"].as_str().map(str::to_owned) else {
+        return Err(StripeError::state(format!("The payment method {id} is not attached to a customer.")));
+    };
+    method["customer"] = Value::Null;
+    let method = world.put(method);
+    if let Some(c) =
+        world.get_mut(&customer).filter(|c| c["invoice_settings"]["default_payment_method"] == id)
+    {
+        c["invoice_settings"]["default_payment_method"] = Value::Null;
+    }
+    world.emit("payment_method.detached", &method, Some(json!({"customer": customer})), None);
+    Ok(method)
+}
+
+/// `POST /v1/invoices/{id}/void`: an open invoice is never collected.
+fn void_invoice(world: &mut World, id: &str) -> Result<Value> {
+    let invoice = world.fetch("invoice", id)?;
+    if invoice["status"] != "open" {
+        return Err(StripeError::state(format!(
+            "You can only void open invoices; this one is {}.",
+            invoice["status"].as_str().unwrap_or("closed")
+        )));
+    }
+    let now = world.customer_now(invoice["customer"].as_str().unwrap_or_default());
+    let mut voided = invoice;
+    voided["status"] = json!("void");
+    voided["amount_remaining"] = json!(0);
+    voided["next_payment_attempt"] = Value::Null;
+    voided["status_transitions"]["voided_at"] = json!(now);
+    let voided = world.put(voided);
+    world.emit("invoice.voided", &voided, Some(json!({"status": "open"})), None);
+    world.emit("invoice.updated", &voided, Some(json!({"status": "open"})), None);
+    Ok(voided)
+}
+
+/// `POST /v1/subscriptions/{id}/resume`: a paused subscription collects again.
+fn resume_subscription(world: &mut World, id: &str) -> Result<Value> {
+    let sub = world.fetch("subscription", id)?;
+    if sub["status"] != "paused" {
+        return Err(StripeError::state(format!(
+            "Only paused subscriptions can be resumed; this one is {}.",
+            sub["status"].as_str().unwrap_or("unknown")
+        )));
+    }
+    billing::update_subscription(world, id, |s| {
+        s["status"] = json!("active");
+        s["pause_collection"] = Value::Null;
+    });
+    let resumed = world.fetch("subscription", id)?;
+    world.emit("customer.subscription.resumed", &resumed, None, None);
+    Ok(resumed)
+}
+
 /// A payment method the customer can be charged with: an existing one by id, or a test token
 /// (`pm_card_…`) attached to the customer first, as Stripe does in test mode.
 fn resolve_payment_method(world: &mut World, pm: &str, customer: &str) -> Result<String> {
@@ -531,9 +600,16 @@ fn create_checkout_session(world: &mut World, shared: &Shared, req: &Req) -> Res
         s["url"] = json!(url);
         s.clone()
     };
+    let enabled = adjustable.bool_param("enabled")?.unwrap_or(false);
+    let product_name = world
+        .get(price["product"].as_str().unwrap_or_default())
+        .and_then(|p| p["name"].as_str().map(str::to_owned));
     let line_item = json!({
-        "id": world.new_id("li"), "object": "item", "amount_subtotal": amount, "amount_total": amount,
-        "currency": price["currency"], "description": price["nickname"], "price": price, "quantity": quantity,
+        "id": world.new_id("li"), "object": "item", "amount_discount": 0, "amount_subtotal": amount,
+        "amount_tax": 0, "amount_total": amount, "currency": price["currency"],
+        "description": product_name.map_or(price["nickname"].clone(), Value::from), "metadata": {},
+        "price": price, "quantity": quantity,
+        "adjustable_quantity": if enabled { json!({"enabled": true, "maximum": max, "minimum": min}) } else { Value::Null },
     });
     world.checkout_items.insert(
         id,
@@ -541,7 +617,7 @@ fn create_checkout_session(world: &mut World, shared: &Shared, req: &Req) -> Res
             "line_item": line_item,
             "price": price["id"],
             "quantity": quantity,
-            "adjustable": {"enabled": adjustable.bool_param("enabled")?.unwrap_or(false), "minimum": min, "maximum": max},
+            "adjustable": {"enabled": enabled, "minimum": min, "maximum": max},
             "subscription_data": req.params["subscription_data"],
         }),
     );
@@ -872,11 +948,7 @@ fn update_subscription(world: &mut World, shared: &Shared, req: &Req, id: &str) 
 /// Puts the new price and quantity on the subscription's single item.
 fn apply_item(world: &mut World, sub_id: &str, price: &Value, quantity: i64, invoice: Option<&str>) {
     billing::update_subscription(world, sub_id, |s| {
-        s["items"]["data"][0]["price"] = price.clone();
-        s["items"]["data"][0]["plan"] = price.clone();
-        s["items"]["data"][0]["quantity"] = json!(quantity);
-        s["plan"] = price.clone();
-        s["quantity"] = json!(quantity);
+        billing::set_item(s, price, quantity);
         if let Some(i) = invoice {
             s["latest_invoice"] = json!(i);
         }
@@ -922,6 +994,9 @@ fn create_preview(world: &mut World, req: &Req) -> Result<Value> {
         lines.push(billing::priced_period_line(world, &sub, &price, quantity, start, end));
     }
     let total: i64 = lines.iter().filter_map(|l| l["amount"].as_i64()).sum();
+    // The customer's credit applies to what the change will charge, so the preview is the charge.
+    let (starting_balance, amount_due, ending_balance) =
+        billing::apply_balance(world, sub["customer"].as_str().unwrap_or_default(), total);
     let id = format!("upcoming_{}", world.new_id("in"));
     let count = lines.len();
     let mut invoice = crate::objects::complete(
@@ -929,8 +1004,10 @@ fn create_preview(world: &mut World, req: &Req) -> Result<Value> {
         json!({
             "id": id,
             "object": "invoice",
-            "amount_due": total.max(0),
-            "amount_remaining": total.max(0),
+            "amount_due": amount_due,
+            "amount_remaining": amount_due,
+            "starting_balance": starting_balance,
+            "ending_balance": ending_balance,
             "billing_reason": "upcoming",
             "created": now,
             "currency": price["currency"],
@@ -1022,7 +1099,13 @@ fn create_portal_configuration(world: &mut World, req: &Req) -> Result<Value> {
     let now = world.now(None);
     let mut features = req.params["features"].clone();
     normalise_form_types(&mut features);
+    default_adjustable_quantity(&mut features);
     let metadata = merge_metadata(&json!({}), &req.params)?;
+    let mut business_profile =
+        json!({"headline": null, "privacy_policy_url": null, "terms_of_service_url": null});
+    if req.params["business_profile"].is_object() {
+        crate::objects::merge(&mut business_profile, req.params["business_profile"].clone());
+    }
     let config = world.create(
         "billing_portal.configuration",
         "bpc",
@@ -1036,9 +1119,10 @@ fn create_portal_configuration(world: &mut World, req: &Req) -> Result<Value> {
             "livemode": false,
             "metadata": metadata,
             "name": req.params.str_param("name"),
-            "business_profile": req.params["business_profile"],
+            "business_profile": business_profile,
         }),
     );
+    world.emit("billing_portal.configuration.created", &config, None, None);
     Ok(config)
 }
 
@@ -1055,6 +1139,19 @@ fn update_portal_configuration(world: &mut World, req: &Req, id: &str) -> Result
     config["metadata"] = merge_metadata(&config["metadata"], &req.params)?;
     config["updated"] = json!(world.now(None));
     Ok(world.put(config))
+}
+
+/// Each product a portal lets customers switch to has `adjustable_quantity`, off unless given.
+fn default_adjustable_quantity(features: &mut Value) {
+    if let Some(products) = features["subscription_update"]["products"].as_array_mut() {
+        for product in products {
+            let mut adjustable = json!({"enabled": false, "maximum": null, "minimum": 1});
+            if product["adjustable_quantity"].is_object() {
+                crate::objects::merge(&mut adjustable, product["adjustable_quantity"].clone());
+            }
+            product["adjustable_quantity"] = adjustable;
+        }
+    }
 }
 
 /// Form values arrive as strings; portal features hold booleans and integers.
@@ -1086,17 +1183,56 @@ fn create_portal_session(world: &mut World, shared: &Shared, req: &Req) -> Resul
             .find(|c| c["is_default"] == true)
             .ok_or_else(|| StripeError::state("No default portal configuration exists; create one first."))?,
     };
+    let flow = portal_flow(world, &customer, &req.params["flow_data"])?;
     let now = world.customer_now(&customer);
     let session = world.create(
         "billing_portal.session",
         "bps",
         json!({"configuration": configuration["id"], "created": now, "customer": customer, "livemode": false,
+               "flow": flow,
                "return_url": req.params.str_param("return_url").or(configuration["default_return_url"].as_str())}),
     );
     let id = session["id"].as_str().unwrap_or_default().to_owned();
     let mut session = session;
     session["url"] = json!(format!("{}/portal/{id}", shared.base_url));
     Ok(world.put(session))
+}
+
+/// A portal session's deep link (`flow_data`): straight to updating the payment method, or to
+/// cancelling one of the customer's subscriptions. `null` without one.
+fn portal_flow(world: &World, customer: &str, flow: &Value) -> Result<Value> {
+    if flow.is_null() {
+        return Ok(Value::Null);
+    }
+    let kind = flow["type"].as_str().ok_or_else(|| StripeError::missing("flow_data[type]"))?;
+    let after = json!({"type": flow["after_completion"]["type"].as_str().unwrap_or("portal_homepage")});
+    match kind {
+        "payment_method_update" => Ok(json!({
+            "type": kind, "after_completion": after, "payment_method_update": {},
+            "subscription_cancel": null, "subscription_update": null, "subscription_update_confirm": null,
+        })),
+        "subscription_cancel" => {
+            let sub = flow["subscription_cancel"]["subscription"]
+                .as_str()
+                .ok_or_else(|| StripeError::missing("flow_data[subscription_cancel][subscription]"))?;
+            let found = world.fetch("subscription", sub)?;
+            if found["customer"] != customer {
+                return Err(StripeError::invalid(
+                    "flow_data[subscription_cancel][subscription]",
+                    "the subscription belongs to another customer",
+                ));
+            }
+            Ok(json!({
+                "type": kind, "after_completion": after, "payment_method_update": null,
+                "subscription_cancel": {"subscription": sub, "retention": null},
+                "subscription_update": null, "subscription_update_confirm": null,
+            }))
+        }
+        other => Err(StripeError::invalid(
+            "flow_data[type]",
+            &format!("{other} is not a flow the simulator offers"),
+        )),
+    }
 }
 
 fn create_feature(world: &mut World, req: &Req) -> Result<Value> {
@@ -1141,6 +1277,12 @@ fn create_webhook_endpoint(world: &mut World, req: &Req) -> Result<Value> {
     let events: Vec<Value> = req.params.list_param("enabled_events").to_vec();
     if events.is_empty() {
         return Err(StripeError::missing("enabled_events"));
+    }
+    if let Some(version) = req.params.str_param("api_version") {
+        // An endpoint's version decides its events' shape: only versions Stripe knows.
+        crate::world::check_version(version).map_err(|_| {
+            StripeError::invalid("api_version", &format!("{version} is not a Stripe API version"))
+        })?;
     }
     let metadata = merge_metadata(&json!({}), &req.params)?;
     let now = world.now(None);

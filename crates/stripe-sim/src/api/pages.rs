@@ -53,12 +53,13 @@ fn date(t: &Value) -> String {
         .map_or_else(|| "—".to_owned(), |d| d.format("%-d %B %Y").to_string())
 }
 
-const CARDS: [(&str, &str); 5] = [
+const CARDS: [(&str, &str); 6] = [
     ("pm_card_visa", "4242 4242 4242 4242: succeeds"),
     ("pm_card_chargeDeclined", "4000 0000 0000 0002: declined"),
     ("pm_card_chargeCustomerFail", "4000 0000 0000 0341: attaches, every charge declined"),
-    ("pm_card_authenticationRequired", "4000 0025 0000 3155: 3-D Secure now, then set up"),
-    ("pm_card_authenticationRequiredChallenge", "4000 0027 6000 3184: 3-D Secure on every payment"),
+    ("pm_card_chargeDeclinedInsufficientFunds", "4000 0000 0000 9995: declined, insufficient funds"),
+    ("pm_card_authenticationRequiredOnSetup", "4000 0025 0000 3155: 3-D Secure now, then set up"),
+    ("pm_card_authenticationRequired", "4000 0027 6000 3184: 3-D Secure on every payment"),
 ];
 
 fn checkout_form(session: &Value, items: &Value, product: &str, error: Option<&str>) -> String {
@@ -385,11 +386,7 @@ pub async fn portal_submit(
     let invoice_id = invoice["id"].as_str().unwrap_or_default().to_owned();
     super::finalize_now(&mut world, &invoice_id, now);
     billing::update_subscription(&mut world, &sub_id, |s| {
-        s["items"]["data"][0]["price"] = new_price.clone();
-        s["items"]["data"][0]["plan"] = new_price.clone();
-        s["items"]["data"][0]["quantity"] = json!(new_quantity);
-        s["plan"] = new_price.clone();
-        s["quantity"] = json!(new_quantity);
+        billing::set_item(s, &new_price, new_quantity);
         s["latest_invoice"] = json!(invoice_id);
     });
     let outcome = billing::attempt_payment(&mut world, &shared.settings.billing, &invoice_id, false, now);
