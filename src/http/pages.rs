@@ -157,14 +157,14 @@ fn notices(state: &AppState, status: &Status) -> Vec<Notice> {
     let sub = status.subscription();
     if let (Some(grace_end), Some(_)) = (e.grace_ends_at, sub) {
         out.push(Notice::warning(format!(
-            "Your last payment didn't go through. Update your payment method under Manage subscription \
-             before {} to keep {}.",
+            "Your last payment didn't go through. Use Update payment method before {} to keep {}.",
             date(grace_end),
             tier_label(e.tier)
         )));
     } else if let (Some(until), Some(_), false) = (e.access_until, sub, status.manual_plan) {
         out.push(Notice::info(format!(
-            "Your subscription is cancelled. You keep {} until {}, then your team moves to Free.",
+            "Your subscription is cancelled. You keep {} until {}, then your team moves to Free. To resume \
+             it, use Manage subscription.",
             tier_label(e.tier),
             date(until)
         )));
@@ -177,13 +177,13 @@ fn notices(state: &AppState, status: &Status) -> Vec<Notice> {
             was.map_or_else(|| "Your subscription".to_owned(), |w| format!("Your {w} subscription"));
         out.push(Notice::warning(match reason {
             LapseReason::PastDueGraceEnded => format!(
-                "Payments for {plan} kept failing, so your team is on Free for now. Update your payment \
-                 method under Manage subscription to get {plan} back."
+                "Payments for {plan} kept failing, so your team is on Free for now. Use Update payment \
+                 method to get {plan} back."
             ),
             LapseReason::Canceled => format!("{subscription} has ended; your team is on Free."),
             LapseReason::Unpaid | LapseReason::Incomplete => format!(
-                "The payment for {plan} hasn't completed, so your team is on Free. Finish it or update your \
-                 payment method under Manage subscription."
+                "The payment for {plan} hasn't completed, so your team is on Free. Finish it, or use Update \
+                 payment method."
             ),
             LapseReason::Paused => format!("{subscription} is paused; your team is on Free meanwhile."),
             LapseReason::ManualPlanEnded => {
