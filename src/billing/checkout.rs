@@ -16,9 +16,8 @@ use crate::domain::subscription::is_live_status;
 use crate::store::TenantRow;
 use crate::stripe::{StripeCallError, SubscriptionView, id_of, params};
 
-/// How long a lease lasts if its holder dies mid-way: longer than four Stripe calls with their
-/// retries take.
-const LEASE_SECS: i64 = 120;
+/// Stripe calls one opening makes at most (customer, subscriptions, expire, session).
+const CALLS_PER_OPENING: u32 = 4;
 /// How long an opening waits for another one of the same tenant before answering 409.
 const WAIT_FOR_LEASE: Duration = Duration::from_secs(30);
 
@@ -75,24 +74,31 @@ impl Billing {
             return Err(BillingError::invalid(format!("quantity is between 1 and {MAX_SEATS} seats")));
         }
         self.store.ensure_tenant(tenant.as_str(), self.clock.now()).await?;
-        let row = self.take_checkout_lease(tenant).await?;
+        let token = crate::store::new_id("lease");
+        let row = self.take_checkout_lease(tenant, &token).await?;
         let opened = self.open_session(&row, price_id, plan.tier.as_str(), quantity).await;
         // The lease is given back on every path; the session is recorded only when one opened.
         let session = opened.as_ref().ok().map(|s| s.session_id.as_str());
-        let recorded = self.store.end_checkout(tenant.as_str(), session).await;
+        let still_held = self.store.end_checkout(tenant.as_str(), &token, session).await;
         let started = opened?;
-        recorded?;
+        if !still_held? {
+            // Longer than every call could have taken: someone else may have opened a session since.
+            tracing::warn!(tenant = %tenant, "the checkout lease lapsed while Stripe was answering");
+        }
         tracing::info!(tenant = %tenant, session = %started.session_id, "checkout session created");
         Ok(started)
     }
 
     /// Waits for the tenant's checkout lease (polling, since the holder may be another replica).
-    async fn take_checkout_lease(&self, tenant: &TenantId) -> BillingResult<TenantRow> {
+    /// The lease outlasts the longest an opening can take (every call, every retry, timed out),
+    /// so it only lapses when its holder died.
+    async fn take_checkout_lease(&self, tenant: &TenantId, token: &str) -> BillingResult<TenantRow> {
         let deadline = tokio::time::Instant::now() + WAIT_FOR_LEASE;
+        let lease = (self.stripe.longest_call() * CALLS_PER_OPENING).as_secs() as i64 + 60;
         let mut pause = Duration::from_millis(5);
         loop {
-            let now = self.clock.now();
-            if let Some(row) = self.store.claim_checkout(tenant.as_str(), now, now + LEASE_SECS).await? {
+            let now = crate::domain::clock::Clock::System.now();
+            if let Some(row) = self.store.claim_checkout(tenant.as_str(), token, now, now + lease).await? {
                 return Ok(row);
             }
             if tokio::time::Instant::now() >= deadline {

@@ -207,6 +207,8 @@ impl Billing {
             let before = BillingColumns::of(&t);
             let applied = matches!(self.sync_tenant(&t, None, actor).await?, Outcome::Applied);
             if let (true, Some(customer)) = (applied, t.stripe_customer_id.as_deref()) {
+                // Entitlements too: a lost summary event would otherwise never be repaired.
+                self.sync_entitlements(&t).await?;
                 self.store.settle_parked_events(customer, self.clock.now()).await?;
             }
             let after = self.store.tenant(&t.id).await?;

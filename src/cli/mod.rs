@@ -105,8 +105,9 @@ enum EventsAction {
 
 #[derive(Subcommand)]
 enum StripeAction {
-    /// Find or create the products, the 4 prices, the portal configuration and the webhook
-    /// endpoint (STRIPE_SECRET_KEY with write access, STRIPE_API_BASE, PUBLIC_URL); prints the
+    /// Find or create the products, the 4 prices, the Entitlements features (attached to the
+    /// products whose tier has them), the portal configuration and the webhook endpoint
+    /// (STRIPE_SECRET_KEY with write access, STRIPE_API_BASE, PUBLIC_URL); prints the
     /// environment lines. Running it again creates nothing.
     Setup,
     /// Run the offline Stripe simulator alone (test-mode keys only; see crates/stripe-sim/README.md).
@@ -153,7 +154,8 @@ enum MigrateAction {
 
 #[derive(Subcommand)]
 enum JobsAction {
-    /// Run one job now: free-tier-reset, reservation-expiry, outbox, period-end or grace-expiry.
+    /// Run one job now: free-tier-reset, reservation-expiry, outbox, period-end, grace-expiry or
+    /// reconcile (with the service's environment).
     RunOnce { name: String },
 }
 

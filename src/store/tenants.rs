@@ -346,42 +346,53 @@ impl Store {
         Ok(())
     }
 
-    /// Takes the tenant's checkout lease until `until` when nobody holds it (or its holder's
-    /// lease lapsed) and returns the row as it was taken; `None` while someone else holds it.
+    /// Takes the tenant's checkout lease until `until` under `token` when nobody holds it (or its
+    /// holder's lease lapsed) and returns the row as it was taken; `None` while someone else holds
+    /// it. Times are wall-clock seconds: a lease measures real time, whatever the service's clock.
     pub async fn claim_checkout(
         &self,
         id: &str,
+        token: &str,
         now: Timestamp,
         until: Timestamp,
     ) -> StoreResult<Option<TenantRow>> {
         Ok(with_db!(self, |pool| {
             sqlx::query_as(concat!(
-                "UPDATE tenants SET checkout_lease_until = $3 WHERE id = $1 \
+                "UPDATE tenants SET checkout_lease_until = $3, checkout_lease_token = $4 WHERE id = $1 \
                  AND (checkout_lease_until IS NULL OR checkout_lease_until < $2) RETURNING ",
                 tenant_columns!()
             ))
             .bind(id)
             .bind(now)
             .bind(until)
+            .bind(token)
             .fetch_optional(pool)
             .await
         })?)
     }
 
-    /// Gives the checkout lease back, recording the session it opened (if it opened one).
-    pub async fn end_checkout(&self, id: &str, opened_session: Option<&str>) -> StoreResult<()> {
-        with_db!(self, |pool| {
+    /// Gives the checkout lease back and records the session it opened (if it opened one), but
+    /// only while `token` still holds it: a holder whose lease lapsed changes nothing. True when
+    /// it still held the lease.
+    pub async fn end_checkout(
+        &self,
+        id: &str,
+        token: &str,
+        opened_session: Option<&str>,
+    ) -> StoreResult<bool> {
+        let n = with_db!(self, |pool| {
             sqlx::query(
-                "UPDATE tenants SET checkout_lease_until = NULL, \
-                 checkout_session_id = COALESCE($2, checkout_session_id) WHERE id = $1",
+                "UPDATE tenants SET checkout_lease_until = NULL, checkout_lease_token = NULL, \
+                 checkout_session_id = COALESCE($3, checkout_session_id) WHERE id = $1 AND checkout_lease_token = $2",
             )
             .bind(id)
+            .bind(token)
             .bind(opened_session)
             .execute(pool)
             .await
             .map(|r| r.rows_affected())
         })?;
-        Ok(())
+        Ok(n == 1)
     }
 
     /// Marks a reconcile as asked for unless one was asked for since `not_before`; true when

@@ -45,6 +45,7 @@ impl StripeCallError {
 #[derive(Clone)]
 pub struct StripeClient {
     http: reqwest::Client,
+    timeout: Duration,
     base: String,
     key: Secret,
     max_retries: u32,
@@ -74,6 +75,7 @@ impl StripeClient {
             .unwrap_or_default();
         StripeClient {
             http,
+            timeout,
             base: base.trim_end_matches('/').to_owned(),
             key,
             // Enough to ride out a few seconds of 429s at Stripe's test-mode rate.
@@ -189,6 +191,13 @@ fn jittered(base: Duration) -> Duration {
 }
 
 impl StripeClient {
+    /// The longest one call can take, every retry timing out and every back-off at its longest.
+    pub fn longest_call(&self) -> Duration {
+        let tries = self.max_retries + 1;
+        let waits: Duration = (0..self.max_retries).map(|n| self.backoff * 2u32.pow(n) * 3 / 2).sum();
+        self.timeout * tries + waits
+    }
+
     /// Every object of a list endpoint, paging past `has_more` with `starting_after` (the one
     /// pager: subscriptions, entitlements and webhook endpoints all go through it).
     pub async fn list_all(&self, path: &str, query: &[(&str, &str)]) -> Result<Vec<Value>, StripeCallError> {

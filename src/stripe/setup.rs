@@ -124,7 +124,10 @@ pub async fn ensure_features(stripe: &StripeClient, report: &mut SetupReport) ->
                     )
                     .await?;
                 report.created.push(format!("feature {}", feature.lookup_key));
-                created["id"].as_str().unwrap_or_default().to_owned()
+                created["id"]
+                    .as_str()
+                    .ok_or_else(|| anyhow::anyhow!("Stripe returned a feature without id"))?
+                    .to_owned()
             }
         };
         ids.insert(feature.lookup_key, id);
@@ -133,7 +136,10 @@ pub async fn ensure_features(stripe: &StripeClient, report: &mut SetupReport) ->
         let attached = attached_features(stripe, product.id).await?;
         for feature in product_features(product.tier).filter(|f| !attached.iter().any(|a| a == f.lookup_key))
         {
-            let id = ids.get(feature.lookup_key).cloned().unwrap_or_default();
+            let id = ids
+                .get(feature.lookup_key)
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("no feature {} was found or made", feature.lookup_key))?;
             stripe
                 .post(
                     &format!("/v1/products/{}/features", product.id),

@@ -132,4 +132,15 @@ async fn a_feature_stripe_grants_to_a_plan_opens_it_and_an_empty_grant_takes_not
         let answer = json(s.app.access("b1", &format!("feature={feature}")).await).await;
         assert_eq!(answer["allowed"], true, "Business keeps {feature} with an empty grant");
     }
+    // A summary event that never arrived: reconciliation reads the entitlements too.
+    let (lost_customer, _) = s.tenant_with_customer("r1", "pm_card_visa").await;
+    s.subscribe(&lost_customer, &s.prices.team_monthly, "1").await;
+    assert_eq!(
+        json(s.app.access("r1", "feature=jira").await).await["allowed"],
+        false,
+        "nothing delivered yet"
+    );
+    s.app.state.reconcile(Some("r1"), "test").await.unwrap();
+    assert_eq!(s.app.tenant("r1").await.entitlements.as_deref(), Some(r#"["jira"]"#));
+    assert_eq!(json(s.app.access("r1", "feature=jira").await).await["allowed"], true);
 }

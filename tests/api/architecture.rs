@@ -121,6 +121,7 @@ async fn with_stripe_slowed_checkouts_queue_per_tenant_and_metering_stays_prompt
         assert_eq!(response.status(), 200);
         sessions.push(response.json::<serde_json::Value>().await.unwrap()["session_id"].clone());
     }
+    sessions.sort_by_key(|s| s.as_str().unwrap_or_default().to_owned());
     sessions.dedup();
     assert_eq!(sessions.len(), 3, "each checkout opened its own session");
     let customers =

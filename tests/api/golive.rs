@@ -181,6 +181,29 @@ async fn preflight_passes_on_a_clean_setup_and_names_each_seeded_fault() {
     assert_eq!(hook[0].verdict, Verdict::Fail);
     assert!(hook[0].detail.contains("invoice.payment_failed"), "{}", hook[0].detail);
     assert_eq!(failed(&checks).len(), 1);
+    sim_call(
+        &sim,
+        reqwest::Method::POST,
+        &format!("/v1/webhook_endpoints/{endpoint}"),
+        &[("enabled_events[]", "*")],
+    )
+    .await;
+
+    // A gated feature taken off the Business product in Stripe.
+    let attached = sim_call(&sim, reqwest::Method::GET, "/v1/products/hydra_business/features", &[]).await;
+    let jira = attached["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["entitlement_feature"]["lookup_key"] == "jira")
+        .expect("setup attached jira to Business");
+    let path = format!("/v1/products/hydra_business/features/{}", jira["id"].as_str().unwrap());
+    sim_call(&sim, reqwest::Method::DELETE, &path, &[]).await;
+    let checks = hydra_billing::billing::preflight::run(&app.state, clean.path()).await;
+    let features = verdict_of(&checks, "Entitlements features attached to the products");
+    assert_eq!(features[0].verdict, Verdict::Fail);
+    assert!(features[0].detail.contains("jira on hydra_business"), "{}", features[0].detail);
+    assert_eq!(failed(&checks).len(), 1, "{:?}", failed(&checks));
 }
 
 #[test]

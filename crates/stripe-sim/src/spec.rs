@@ -83,6 +83,7 @@ pub fn of(method: &str, path: &[&str]) -> Option<Spec> {
         }
         ("POST", ["products", _, "features"]) => spec(&["entitlement_feature"], &["entitlement_feature"]),
         ("GET", ["products", _, "features"]) => list(&[], &[]),
+        ("DELETE", ["products", _, "features", _]) => spec(&[], &[]),
         ("POST", ["prices"]) => spec(
             &[
                 "product",

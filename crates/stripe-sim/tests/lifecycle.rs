@@ -997,9 +997,14 @@ async fn the_calls_and_events_integrations_rely_on_exist() {
     }
     assert_eq!(payment["status"], "paid");
     t.event("payment_intent.created", |e| e["data"]["object"]["customer"] == customer.as_str()).await;
-    // Webhooks count down as they are delivered: the receiver took this one.
-    let stored = t.client.get(&format!("/v1/events/{}", s(&paid["id"])), &[]).await;
-    assert_eq!(stored["pending_webhooks"], 0, "delivered to the one endpoint");
+    // Webhooks count down as they are delivered: one endpoint was waiting for it when it was
+    // sent, none once the receiver accepted it (recorded just after the receiver took it).
+    assert_eq!(paid["pending_webhooks"], 1, "as delivered: one endpoint still to accept it");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.client.get(&format!("/v1/events/{}", s(&paid["id"])), &[]).await["pending_webhooks"] != 0 {
+        assert!(Instant::now() < deadline, "pending_webhooks never reached 0");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Payment methods: listed both ways, detached once.
     let methods = t.client.get("/v1/payment_methods", &[("customer", &customer), ("type", "card")]).await;
     let method = s(&methods["data"][0]["id"]);
@@ -1125,6 +1130,20 @@ async fn updated_plans_expanded_line_items_and_portal_configurations_have_stripe
         )
         .await;
     assert!(config["business_profile"].is_object(), "{}", config["business_profile"]);
+    // A cancellation can prorate or not, never invoice at once (Stripe refuses it).
+    let (status, body, _) = t
+        .client
+        .call(
+            reqwest::Method::POST,
+            "/v1/billing_portal/configurations",
+            &[
+                ("features[subscription_cancel][enabled]", "true"),
+                ("features[subscription_cancel][proration_behavior]", "always_invoice"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let adjustable = &config["features"]["subscription_update"]["products"][0]["adjustable_quantity"];
     assert_eq!((adjustable["enabled"].as_bool(), adjustable["minimum"].as_i64()), (Some(false), Some(1)));
 }

@@ -36,6 +36,7 @@ pub fn route(world: &mut World, shared: &Shared, req: &Req) -> Result<Value> {
             update_simple(world, req, "product", id, &["name", "active", "description"])
         }
         ["products", id, "features"] if post => attach_feature(world, req, id),
+        ["products", id, "features", feature] if delete => detach_feature(world, id, feature),
         ["products", id, "features"] if get => {
             world.fetch("product", id)?;
             let data = world
@@ -1099,6 +1100,7 @@ fn create_portal_configuration(world: &mut World, req: &Req) -> Result<Value> {
     let now = world.now(None);
     let mut features = req.params["features"].clone();
     normalise_form_types(&mut features);
+    check_portal_features(&features)?;
     default_adjustable_quantity(&mut features);
     let metadata = merge_metadata(&json!({}), &req.params)?;
     let mut business_profile =
@@ -1131,6 +1133,7 @@ fn update_portal_configuration(world: &mut World, req: &Req, id: &str) -> Result
     if req.params.get("features").is_some() {
         let mut features = req.params["features"].clone();
         normalise_form_types(&mut features);
+        check_portal_features(&features)?;
         crate::objects::merge(&mut config["features"], features);
     }
     if let Some(active) = req.params.bool_param("active")? {
@@ -1139,6 +1142,19 @@ fn update_portal_configuration(world: &mut World, req: &Req, id: &str) -> Result
     config["metadata"] = merge_metadata(&config["metadata"], &req.params)?;
     config["updated"] = json!(world.now(None));
     Ok(world.put(config))
+}
+
+/// Stripe's rules on portal feature values the simulator knows: a cancellation can prorate
+/// (`create_prorations`) or not (`none`), never invoice at once.
+fn check_portal_features(features: &Value) -> Result<()> {
+    let cancel = &features["subscription_cancel"]["proration_behavior"];
+    match cancel.as_str() {
+        None | Some("none" | "create_prorations") => Ok(()),
+        Some(other) => Err(StripeError::invalid(
+            "features[subscription_cancel][proration_behavior]",
+            &format!("must be one of none or create_prorations, not {other}"),
+        )),
+    }
 }
 
 /// Each product a portal lets customers switch to has `adjustable_quantity`, off unless given.
@@ -1267,6 +1283,22 @@ fn attach_feature(world: &mut World, req: &Req, product: &str) -> Result<Value> 
         crate::entitlements::refresh(world, &c);
     }
     Ok(pf)
+}
+
+/// `DELETE /v1/products/{id}/features/{id}`: the product no longer grants the feature.
+fn detach_feature(world: &mut World, product: &str, attachment: &str) -> Result<Value> {
+    world.fetch("product", product)?;
+    if world.product_of_feature.get(attachment).is_none_or(|p| p != product) {
+        return Err(StripeError::no_such("product_feature", attachment));
+    }
+    world.product_of_feature.remove(attachment);
+    world.objects.remove(attachment);
+    let customers: Vec<String> =
+        world.list("customer").iter().filter_map(|c| c["id"].as_str().map(str::to_owned)).collect();
+    for c in customers {
+        crate::entitlements::refresh(world, &c);
+    }
+    Ok(json!({"id": attachment, "object": "product_feature", "deleted": true}))
 }
 
 fn create_webhook_endpoint(world: &mut World, req: &Req) -> Result<Value> {
