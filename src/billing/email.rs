@@ -114,8 +114,9 @@ async fn deliver(
     mail: &PendingMail,
 ) -> anyhow::Result<()> {
     let Some(transport) = transport else {
-        // No SMTP configured: the outbox log is the delivery (preflight fails this with a live key).
-        tracing::info!(to = %mail.to_address, subject = %mail.subject, body = %mail.body, "outbox email (SMTP_URL unset)");
+        // No SMTP configured: the outbox row is the delivery (preflight fails this with a live key).
+        // The body stays out of the log: it carries Stripe's hosted invoice link.
+        tracing::info!(email = %mail.id, subject = %mail.subject, "outbox email kept unsent (SMTP_URL unset)");
         return Ok(());
     };
     let to: Mailbox = mail.to_address.parse().map_err(|_| anyhow::anyhow!("invalid recipient"))?;

@@ -45,8 +45,8 @@ pub async fn set_plan(
         })?),
     };
     let reason = body.reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(ApiError::invalid("reason is required (at most 500 characters)"));
+    if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(|c| c == '\0') {
+        return Err(ApiError::invalid("reason is required (at most 500 characters, no NUL)"));
     }
     let contract_ends_at = match body.contract_ends_at.as_deref() {
         None => None,

@@ -80,7 +80,10 @@ pub fn verify(secret: &Secret, token: &str, now: Timestamp) -> Option<Claims> {
     let lifetime_ok = claims.exp > claims.iat && claims.exp - claims.iat <= MAX_TOKEN_TTL_SECS;
     let not_expired = now < claims.exp + LEEWAY_SECS;
     let not_future = claims.iat <= now + LEEWAY_SECS;
-    (lifetime_ok && not_expired && not_future && !claims.sub.is_empty()).then_some(claims)
+    // The tenant a token names is an id like any other: one the store could not hold (a NUL,
+    // a slash) makes the token invalid rather than a query fail.
+    let tenant_ok = crate::domain::ids::TenantId::parse(&claims.sub).is_ok();
+    (lifetime_ok && not_expired && not_future && tenant_ok).then_some(claims)
 }
 
 /// True when `presented` equals any of `accepted`, comparing every candidate in constant time.

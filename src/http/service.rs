@@ -16,6 +16,7 @@ use crate::domain::ids::{ReservationId, TenantId};
 use crate::store::Settle;
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TenantBody {
     name: String,
     #[serde(default)]
@@ -33,6 +34,9 @@ pub async fn put_tenant(
     let name = body.name.trim();
     if name.chars().count() > 200 {
         return Err(ApiError::invalid("name is at most 200 characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::invalid("name holds no control characters"));
     }
     let email = body.billing_email.as_deref().map(str::trim).filter(|e| !e.is_empty());
     if let Some(email) = email {

@@ -62,7 +62,8 @@ pub async fn reservation(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let view = state.reservation(&tenant_of(&auth)?, &id).await?;
+    let id = crate::domain::ids::ReservationId::parse(&id)?;
+    let view = state.reservation(&tenant_of(&auth)?, id.as_str()).await?;
     let status = shown_status(&view.status, view.expires_at, state.clock.now());
     Ok(Json(json!({
         "reservation_id": view.reservation_id,

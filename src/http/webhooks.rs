@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 use tracing::Instrument;
 
 use super::AppState;
@@ -21,6 +22,9 @@ use crate::stripe::HANDLED_EVENTS;
 
 /// Stripe's SDKs accept signatures up to 5 minutes old.
 pub const TOLERANCE_SECS: i64 = 300;
+/// A real header is about 80 bytes plus 68 per signature; these caps leave room for several.
+const MAX_HEADER_BYTES: usize = 1024;
+const MAX_HEADER_ENTRIES: usize = 10;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
@@ -43,6 +47,11 @@ pub fn verify_signature(
     now: i64,
 ) -> Result<(), SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
+    // Stripe sends a timestamp and one signature per active secret (two during a roll): anything
+    // much larger is refused before any hashing, so a forged header cannot buy CPU.
+    if header.len() > MAX_HEADER_BYTES || header.split(',').count() > MAX_HEADER_ENTRIES {
+        return Err(SignatureError::Malformed);
+    }
     let mut timestamp = None;
     let mut signatures = Vec::new();
     for part in header.split(',') {
@@ -60,17 +69,16 @@ pub fn verify_signature(
     if (now - timestamp).abs() > TOLERANCE_SECS {
         return Err(SignatureError::Stale);
     }
+    // One HMAC of the body per secret, compared with every v1 in constant time.
     let matched = secrets.iter().any(|secret| {
-        signatures.iter().any(|signature| {
-            let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()) else {
-                return false;
-            };
-            mac.update(timestamp.to_string().as_bytes());
-            mac.update(b".");
-            mac.update(body);
-            // verify_slice compares in constant time.
-            mac.verify_slice(signature).is_ok()
-        })
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()) else {
+            return false;
+        };
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        let expected = mac.finalize().into_bytes();
+        signatures.iter().any(|signature| bool::from(expected.as_slice().ct_eq(signature.as_slice())))
     });
     if matched { Ok(()) } else { Err(SignatureError::NoMatch) }
 }
@@ -103,6 +111,14 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
     let (Some(id), Some(kind)) = (event["id"].as_str(), event["type"].as_str()) else {
         return bad_request("the body is not a Stripe event");
     };
+    // Stripe's ids are plain: one the store could not hold is not Stripe's (and a 5xx would
+    // make a sender retry it for days).
+    if crate::domain::ids::EventId::parse(id).is_err()
+        || kind.len() > 100
+        || kind.chars().any(char::is_control)
+    {
+        return bad_request("the event's id or type is not Stripe's");
+    }
     let span = tracing::info_span!("webhook", event_id = %id, event_type = %kind);
     store_verified(&state, &event, id, kind, &body).instrument(span).await
 }
@@ -183,6 +199,11 @@ mod tests {
         assert_eq!(verify_signature(Some(&old), body, &secrets, now), Err(SignatureError::Stale));
         let edge = format!("t={},v1={}", now - 300, sign("whsec_fake_new", now - 300, body));
         assert_eq!(verify_signature(Some(&edge), body, &secrets, now), Ok(()));
+        // A header stuffed with signatures is refused before any hashing.
+        let stuffed = format!("t={now}{}", ",v1=00".repeat(5_000));
+        assert_eq!(verify_signature(Some(&stuffed), body, &secrets, now), Err(SignatureError::Malformed));
+        let long = format!("t={now},v1={}", "a".repeat(2_000));
+        assert_eq!(verify_signature(Some(&long), body, &secrets, now), Err(SignatureError::Malformed));
         // A v0 (test-mode decoy) alone is never enough.
         let v0 = format!("t={now},v0={}", sign("whsec_fake_new", now, body));
         assert_eq!(verify_signature(Some(&v0), body, &secrets, now), Err(SignatureError::NoMatch));

@@ -126,7 +126,9 @@ impl Store {
     pub async fn connect_postgres(options: PgConnectOptions) -> anyhow::Result<Store> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
+            // A request waits about 2 s for a connection, then answers 503 database_unavailable
+            // with Retry-After (the pool keeps reconnecting on its own).
+            .acquire_timeout(Duration::from_secs(2))
             .connect_with(options)
             .await
             .context("cannot connect to PostgreSQL")?;

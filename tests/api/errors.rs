@@ -25,6 +25,22 @@ async fn bad_input_gets_the_error_shape_not_a_500() {
                 .json(&serde_json::json!({"name": 7})),
             StatusCode::BAD_REQUEST,
         ),
+        // a field no route knows (as everywhere else)
+        (
+            app.client
+                .put(app.url("/api/tenants/t1"))
+                .bearer_auth(SERVICE_TOKEN)
+                .json(&serde_json::json!({"name": "Acme", "billing_emial": "typo@acme.test"})),
+            StatusCode::BAD_REQUEST,
+        ),
+        // over the 1 MiB body limit: still our shape
+        (
+            app.client
+                .post(app.url("/api/webhooks/stripe"))
+                .header("stripe-signature", "t=1,v1=00")
+                .body(vec![b'x'; 1024 * 1024 + 1]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
         (
             app.client.put(app.url("/api/tenants/t1")).bearer_auth(SERVICE_TOKEN).body("name=x"),
             StatusCode::BAD_REQUEST,
@@ -109,4 +125,35 @@ async fn an_oversized_body_is_refused_cleanly() {
         .await
         .unwrap();
     assert!(r.status().is_client_error(), "{}", r.status());
+}
+
+/// Text a database cannot hold (a NUL) is refused at the edge with 400 (or 401 for a token), on
+/// SQLite and PostgreSQL alike, never stored and never a 5xx.
+#[tokio::test]
+async fn a_nul_byte_anywhere_is_refused_at_the_edge() {
+    let app = spawn_app().await;
+    let named = app
+        .client
+        .put(app.url("/api/tenants/t1"))
+        .bearer_auth(SERVICE_TOKEN)
+        .json(&serde_json::json!({"name": "Ac\u{0}me"}))
+        .send()
+        .await
+        .unwrap();
+    error_of(named, StatusCode::BAD_REQUEST).await;
+    let reservation = app
+        .client
+        .get(app.url("/api/billing/usage/reservations/res%00x"))
+        .bearer_auth(app.tenant_token("t1"))
+        .send()
+        .await
+        .unwrap();
+    error_of(reservation, StatusCode::BAD_REQUEST).await;
+    let token = app.tenant_token("t\u{0}1");
+    let status = app.client.get(app.url("/api/billing/status")).bearer_auth(token).send().await.unwrap();
+    error_of(status, StatusCode::UNAUTHORIZED).await;
+    let event = serde_json::json!({"id": "evt_\u{0}", "type": "invoice.paid", "created": 1, "livemode": false,
+                                   "data": {"object": {"object": "invoice", "customer": "cus_1"}}});
+    assert_eq!(app.deliver(&event).await, StatusCode::BAD_REQUEST, "not 503: Stripe would retry for days");
+    assert!(app.db.list_events(None, 10).await.unwrap().is_empty(), "nothing stored");
 }
