@@ -17,8 +17,11 @@ use crate::store::{QueueAttempt as Attempt, StoredEvent};
 /// 10 s doubling, at most an hour apart; `failed` after 8 attempts (then only a replay runs it).
 pub const RETRY: Retry = Retry { first_secs: 10, cap_secs: 3600, max_attempts: 8 };
 pub const MAX_ATTEMPTS: i64 = RETRY.max_attempts;
-/// How long a claim on an event, or a lease on a customer, lasts if its holder dies.
-const LEASE_SECS: i64 = 120;
+/// How long a claim on an event, or a lease on a customer, lasts if its holder dies: short, and
+/// renewed every `HEARTBEAT` while the worker is alive, so a killed worker's customers resume
+/// within about this long.
+const LEASE_SECS: i64 = 15;
+const HEARTBEAT: Duration = Duration::from_secs(5);
 
 pub const STATUSES: [&str; 6] = ["received", "processing", "processed", "failed", "parked", "ignored"];
 
@@ -84,7 +87,20 @@ impl Billing {
             return Ok(None);
         }
         let payload: Value = serde_json::from_str(&event.payload).unwrap_or(Value::Null);
-        let result = self.handle_event(&tenant, event, &payload).await;
+        // The heartbeat renews both leases while the work (Stripe calls included) runs.
+        let heartbeat = async {
+            loop {
+                tokio::time::sleep(HEARTBEAT).await;
+                let until = self.clock.now() + LEASE_SECS;
+                if let Err(e) = self.store.renew_claims(&event.id, &customer, until).await {
+                    tracing::warn!(error = %e, "could not renew the event's lease");
+                }
+            }
+        };
+        let result = tokio::select! {
+            result = self.handle_event(&tenant, event, &payload) => result,
+            () = heartbeat => Err(anyhow::anyhow!("the lease heartbeat stopped")),
+        };
         self.store.lease_customer(&customer, now, None).await?;
         if let Ok(Outcome::Applied) = result {
             tracing::info!(tenant = %tenant.id, "event processed");

@@ -15,7 +15,11 @@ const EVENTS: Queue = Queue {
         ready = "received",
         claimed = "processing",
         order = "created, received_at",
-        returning = "id, type, created, customer_id, payload, attempts"
+        returning = "id, type, created, customer_id, payload, attempts",
+        // A customer whose lease another worker holds is left alone (no claim-and-hand-back
+        // spin); its events are claimed once that lease is given back or lapses.
+        only_if = "customer_id IS NULL OR NOT EXISTS (SELECT 1 FROM tenants \
+                   WHERE tenants.stripe_customer_id = stripe_events.customer_id AND tenants.sync_lease_until >= $1)"
     ),
     finish: finish_sql!(
         table = "stripe_events",
@@ -103,6 +107,25 @@ impl Store {
     /// Ends an attempt: processed, parked, failed for good, or received again at `next_attempt_at`.
     pub async fn finish_event(&self, id: &str, attempt: QueueAttempt<'_>, now: Timestamp) -> StoreResult<()> {
         self.finish_in(&EVENTS, id, attempt, now).await
+    }
+
+    /// Extends a claimed event's claim and its customer's lease to `until` (the worker's
+    /// heartbeat while it works), so a short lease never lapses under a live worker.
+    pub async fn renew_claims(&self, event: &str, customer: &str, until: Timestamp) -> StoreResult<()> {
+        with_db!(self, |pool| {
+            sqlx::query("UPDATE stripe_events SET locked_until = $2, next_attempt_at = $2 WHERE id = $1 AND status = 'processing'")
+                .bind(event)
+                .bind(until)
+                .execute(pool)
+                .await?;
+            sqlx::query("UPDATE tenants SET sync_lease_until = $2 WHERE stripe_customer_id = $1 AND sync_lease_until IS NOT NULL")
+                .bind(customer)
+                .bind(until)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(())
     }
 
     /// Gives a claimed event back uncounted, due at `at` (its customer is busy elsewhere).

@@ -312,6 +312,17 @@ pub(crate) use insert_audit;
 macro_rules! claim_sql {
     (table = $table:literal, ready = $ready:literal, claimed = $claimed:literal, order = $order:literal,
      returning = $cols:literal) => {
+        claim_sql!(
+            table = $table,
+            ready = $ready,
+            claimed = $claimed,
+            order = $order,
+            returning = $cols,
+            only_if = "TRUE"
+        )
+    };
+    (table = $table:literal, ready = $ready:literal, claimed = $claimed:literal, order = $order:literal,
+     returning = $cols:literal, only_if = $only_if:literal) => {
         concat!(
             "UPDATE ",
             $table,
@@ -321,12 +332,14 @@ macro_rules! claim_sql {
              attempts = attempts + 1 WHERE id = (SELECT id FROM ",
             $table,
             " \
-                 WHERE (status = '",
+                 WHERE ((status = '",
             $ready,
             "' AND (next_attempt_at IS NULL OR next_attempt_at <= $1)) \
                     OR (status = '",
             $claimed,
-            "' AND locked_until < $1) \
+            "' AND locked_until < $1)) AND (",
+            $only_if,
+            ") \
                  ORDER BY ",
             $order,
             " LIMIT 1) \

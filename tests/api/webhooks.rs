@@ -754,3 +754,45 @@ async fn the_stripe_client_pins_the_version_retries_with_one_key_and_maps_errors
         axum::response::IntoResponse::into_response(hydra_billing::http::error::ApiError::from(err));
     assert_eq!(response.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
 }
+
+/// A customer whose events another worker is processing (or was, before it died) is left alone:
+/// its events are not claimed and handed back in a loop, and once the short lease lapses (a
+/// killed worker renews nothing) they are processed within one more pass.
+#[tokio::test]
+async fn a_customer_leased_elsewhere_is_skipped_until_its_short_lease_lapses() {
+    let s = spawn_with_stripe().await;
+    let (customer, _) = s.tenant_with_customer("t1", "pm_card_visa").await;
+    let now = s.app.clock.now();
+    // Another worker took the customer's lease and died.
+    assert!(s.app.db.lease_customer(&customer, now, Some(now + 15)).await.unwrap());
+    let event = json!({"id": "evt_waits_for_lease", "type": "invoice.paid", "created": START, "livemode": false,
+                       "data": {"object": {"object": "invoice", "id": "in_x", "customer": customer}}});
+    assert_eq!(s.app.deliver(&event).await, StatusCode::OK);
+    assert_eq!(s.app.drain().await, 0, "not claimed while the lease is held");
+    let stored = s.app.db.list_events(Some("received"), 10).await.unwrap();
+    assert_eq!((stored.len(), stored[0].attempts), (1, 0), "untouched: no claim-and-hand-back");
+    s.app.clock.advance(16);
+    assert_eq!(s.app.drain().await, 1, "the lease lapsed: processed on the next pass");
+    assert_eq!(s.app.db.list_events(Some("processed"), 10).await.unwrap().len(), 1);
+}
+
+/// The worker's heartbeat keeps a short lease alive while it works: a renewed claim is not taken
+/// by another worker when the first 15 s have passed, only when the renewed ones have.
+#[tokio::test]
+async fn a_renewed_lease_keeps_a_live_workers_event_and_customer() {
+    let s = spawn_with_stripe().await;
+    let (customer, _) = s.tenant_with_customer("t1", "pm_card_visa").await;
+    let event = json!({"id": "evt_held_by_live_worker", "type": "invoice.paid", "created": START, "livemode": false,
+                       "data": {"object": {"object": "invoice", "id": "in_x", "customer": customer}}});
+    assert_eq!(s.app.deliver(&event).await, StatusCode::OK);
+    let t0 = s.app.clock.now();
+    // A live worker: it claimed the event and its customer, and renews both after 10 s.
+    let claimed = s.app.db.claim_event(t0, t0 + 15).await.unwrap().expect("the event is due");
+    assert!(s.app.db.lease_customer(&customer, t0, Some(t0 + 15)).await.unwrap());
+    s.app.clock.advance(10);
+    s.app.db.renew_claims(&claimed.id, &customer, t0 + 25).await.unwrap();
+    s.app.clock.advance(10);
+    assert_eq!(s.app.drain().await, 0, "20 s on, the renewed lease still holds");
+    s.app.clock.advance(6);
+    assert_eq!(s.app.drain().await, 1, "past the renewal (the worker died): taken over");
+}

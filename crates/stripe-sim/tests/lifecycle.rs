@@ -227,6 +227,21 @@ impl Setup {
         self.client.post("/v1/checkout/sessions", &params).await
     }
 
+    /// A portal configuration letting customers switch to `price` (on its product).
+    async fn portal_configuration(&self, price: &str) -> Value {
+        let product = s(&self.client.get(&format!("/v1/prices/{price}"), &[]).await["product"]);
+        self.client
+            .post(
+                "/v1/billing_portal/configurations",
+                &[
+                    ("features[subscription_update][enabled]", "true"),
+                    ("features[subscription_update][products][0][product]", &product),
+                    ("features[subscription_update][products][0][prices][0]", price),
+                ],
+            )
+            .await
+    }
+
     async fn subscribe(&self, customer: &str, price: &str, quantity: &str) -> Value {
         self.client
             .post(
@@ -518,6 +533,15 @@ async fn changing_the_price_without_a_quantity_resets_it_to_one() {
         )
         .await;
     assert_eq!(updated["items"]["data"][0]["quantity"], 1);
+    // The legacy plan follows the new price: the plan view of it, not the price object.
+    let price = t.client.get(&format!("/v1/prices/{}", t.business_monthly), &[]).await;
+    for plan in [&updated["items"]["data"][0]["plan"], &updated["plan"]] {
+        assert_eq!(plan["object"], "plan", "{plan}");
+        assert_eq!(plan["id"], price["id"]);
+        assert_eq!(plan["amount"], price["unit_amount"], "the plan's amount is the price's");
+        assert_eq!(plan["interval"], price["recurring"]["interval"]);
+    }
+
     assert_eq!(updated["items"]["data"][0]["price"]["id"], t.business_monthly.as_str());
     let event = t.event("customer.subscription.updated", |e| e["data"]["object"]["id"] == sub["id"]).await;
     assert_eq!(event["data"]["previous_attributes"]["items"]["data"][0]["quantity"], 4);
@@ -1039,18 +1063,7 @@ async fn the_calls_and_events_integrations_rely_on_exist() {
         t.client.call(reqwest::Method::POST, &format!("/v1/subscriptions/{sub_id}/resume"), &[], None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     // The portal: a configuration announces itself, and sessions take deep links.
-    let product = s(&t.client.get(&format!("/v1/prices/{}", t.team_monthly), &[]).await["product"]);
-    let config = t
-        .client
-        .post(
-            "/v1/billing_portal/configurations",
-            &[
-                ("features[subscription_update][enabled]", "true"),
-                ("features[subscription_update][products][0][product]", &product),
-                ("features[subscription_update][products][0][prices][0]", &t.team_monthly),
-            ],
-        )
-        .await;
+    let config = t.portal_configuration(&t.team_monthly).await;
     t.event("billing_portal.configuration.created", |e| e["data"]["object"]["id"] == config["id"]).await;
     let update_card = t
         .client
@@ -1076,33 +1089,12 @@ async fn the_calls_and_events_integrations_rely_on_exist() {
     assert!(plain["flow"].is_null());
 }
 
-/// Shapes that went wrong before: the legacy `plan` after an update (the plan view of the new
-/// price, not the price object), Checkout's line items when expanded, and a portal
+/// Shapes that went wrong before: Checkout's line items when expanded, and a portal
 /// configuration's `business_profile` and per-product `adjustable_quantity`.
 #[tokio::test]
 async fn updated_plans_expanded_line_items_and_portal_configurations_have_stripes_shape() {
     let t = setup().await;
-    let (customer, _) = t.customer_on_clock("pm_card_visa").await;
-    let sub = t.subscribe(&customer, &t.team_monthly, "1").await;
-    let item = s(&sub["items"]["data"][0]["id"]);
-    let updated = t
-        .client
-        .post(
-            &format!("/v1/subscriptions/{}", s(&sub["id"])),
-            &[
-                ("items[0][id]", &item),
-                ("items[0][price]", &t.business_monthly),
-                ("proration_behavior", "none"),
-            ],
-        )
-        .await;
     let price = t.client.get(&format!("/v1/prices/{}", t.business_monthly), &[]).await;
-    for plan in [&updated["items"]["data"][0]["plan"], &updated["plan"]] {
-        assert_eq!(plan["object"], "plan", "{plan}");
-        assert_eq!(plan["id"], price["id"]);
-        assert_eq!(plan["amount"], price["unit_amount"], "the plan's amount is the price's");
-        assert_eq!(plan["interval"], price["recurring"]["interval"]);
-    }
     let session = t.session(&[("line_items[0][quantity]", "2"), ("success_url", "http://app.test/ok")]).await;
     let expanded = t
         .client
@@ -1117,18 +1109,7 @@ async fn updated_plans_expanded_line_items_and_portal_configurations_have_stripe
     assert_eq!(line["price"]["id"], t.team_monthly.as_str());
     let plain = t.client.get(&format!("/v1/checkout/sessions/{}", s(&session["id"])), &[]).await;
     assert!(plain.get("line_items").is_none_or(Value::is_null), "only when expanded");
-    let product = s(&price["product"]);
-    let config = t
-        .client
-        .post(
-            "/v1/billing_portal/configurations",
-            &[
-                ("features[subscription_update][enabled]", "true"),
-                ("features[subscription_update][products][0][product]", &product),
-                ("features[subscription_update][products][0][prices][0]", &t.business_monthly),
-            ],
-        )
-        .await;
+    let config = t.portal_configuration(&t.business_monthly).await;
     assert!(config["business_profile"].is_object(), "{}", config["business_profile"]);
     // A cancellation can prorate or not, never invoice at once (Stripe refuses it).
     let (status, body, _) = t
