@@ -12,12 +12,13 @@ pub async fn healthz() -> impl IntoResponse {
     axum::Json(json!({ "status": "ok" }))
 }
 
-/// Ready when the database answers; a load balancer stops sending traffic otherwise.
+/// Ready when the database would take a write now; a load balancer stops sending traffic
+/// otherwise (a 2xx must mean durable, so a database that only answers reads is not ready).
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.store.ping().await {
+    if state.store.can_write().await {
         (StatusCode::OK, axum::Json(json!({ "status": "ready" })))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "status": "database unreachable" })))
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "status": "the database takes no write" })))
     }
 }
 

@@ -168,9 +168,42 @@ impl Store {
         }
     }
 
-    /// True when a trivial query answers: what `/readyz` reports.
+    /// True when a trivial query answers.
     pub async fn ping(&self) -> bool {
         with_db!(self, |pool| sqlx::query("SELECT 1").execute(pool).await.is_ok())
+    }
+
+    /// True when a write could commit now, answered within about 2 s: what `/readyz` reports
+    /// (a database that answers reads but takes no write is not ready). SQLite takes its write
+    /// lock and gives it back; PostgreSQL assigns a transaction id, which a read-only or
+    /// recovering server refuses.
+    pub async fn can_write(&self) -> bool {
+        const WITHIN: Duration = Duration::from_secs(2);
+        match self {
+            Store::Sqlite(pool) => {
+                let Ok(Ok(mut conn)) = tokio::time::timeout(WITHIN, pool.acquire()).await else {
+                    return false;
+                };
+                // The wait for the lock is bounded by SQLite itself, never by cancelling a future
+                // that may already hold it.
+                if sqlx::query("PRAGMA busy_timeout = 2000").execute(&mut *conn).await.is_err() {
+                    conn.detach();
+                    return false;
+                }
+                let locked = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.is_ok();
+                let released = !locked || sqlx::query("ROLLBACK").execute(&mut *conn).await.is_ok();
+                let restored = sqlx::query("PRAGMA busy_timeout = 30000").execute(&mut *conn).await.is_ok();
+                if !(released && restored) {
+                    // A connection that may still hold the lock never goes back to the pool.
+                    conn.detach();
+                }
+                locked && released
+            }
+            Store::Postgres(pool) => matches!(
+                tokio::time::timeout(WITHIN, sqlx::query("SELECT txid_current()").execute(pool)).await,
+                Ok(Ok(_))
+            ),
+        }
     }
 
     /// Migrations not yet applied, as `(version, name)`: `preflight` reports them, and commands

@@ -41,3 +41,25 @@ async fn metrics_need_the_service_token_and_count_requests_and_reservations() {
     );
     assert!(!text.contains("\"t1\""), "no tenant ids in labels");
 }
+
+/// Readiness means a write could commit now: while another writer holds SQLite's write lock
+/// past the probe's 2 s, `/readyz` says 503 (answering within about 2 s), and ready again once
+/// the lock is gone; the probe never leaves a connection holding the lock. (PostgreSQL's probe
+/// assigns a transaction id, which a row lock elsewhere does not block: this drill is SQLite's.)
+#[tokio::test]
+async fn readiness_fails_while_no_write_can_commit_and_recovers() {
+    let app = spawn_app().await;
+    let hydra_billing::store::Store::Sqlite(pool) = &app.db else { return };
+    let mut holder = pool.acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *holder).await.unwrap();
+    let started = std::time::Instant::now();
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() < std::time::Duration::from_secs(4), "answered in {:?}", started.elapsed());
+    sqlx::query("ROLLBACK").execute(&mut *holder).await.unwrap();
+    drop(holder);
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "ready again, and the probe left no lock behind");
+    // Writes go through as before.
+    app.run("t1", "fix").await;
+}
