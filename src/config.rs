@@ -1,4 +1,4 @@
-//! Owns configuration: design.md's environment variables, parsed and checked all at once so a
+//! Owns configuration: the README's environment variables, parsed and checked all at once so a
 //! bad deployment is told every problem in one go, with secrets that never print.
 
 use std::collections::HashMap;

@@ -15,7 +15,7 @@ pub mod config;
 pub mod domain;
 /// The HTTP surface: state, router, errors, auth, handlers, pages, webhooks.
 pub mod http;
-/// In-memory fixed-window limits (per tenant, and the Stripe call budget).
+/// In-memory token-bucket limits (per tenant, and the Stripe call budget).
 pub mod ratelimit;
 /// The only place with SQL: SQLite or PostgreSQL behind one store.
 pub mod store;

@@ -189,7 +189,7 @@ async fn seed(
                             ("items[0][price]", price),
                             ("items[0][quantity]", &seats.to_string()),
                             ("metadata[hydra_tenant_id]", team.id),
-                            // As Checkout does (design.md): every subscription is classic.
+                            // As Checkout does: every subscription is classic.
                             ("billing_mode[type]", "classic"),
                         ]),
                         None,

@@ -1,7 +1,7 @@
-//! Owns the command line: the `Command` enum (design.md's subcommands) and its dispatch; each
+//! Owns the command line: the `Command` enum (the README's subcommands) and its dispatch; each
 //! command group is a module (`db`, `ops`, `stripe`, `demo`) that calls the same use cases as
-//! HTTP and the jobs. Only `serve`, `demo` and `migrate up` change the schema; every other
-//! command refuses while migrations are pending.
+//! HTTP and the jobs. Only `serve`, `demo` and `migrate` change the schema; `jobs`, `events` and
+//! `reconcile` refuse while migrations are pending, and `preflight` reports them.
 
 mod db;
 #[cfg(feature = "sim")]

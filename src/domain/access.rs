@@ -1,4 +1,4 @@
-//! Owns the access rules: design.md's table as one pure function from a tenant's stored billing
+//! Owns the access rules: the access table as one pure function from a tenant's stored billing
 //! state and a time to its *effective tier*, and the tier-feature matrix that follows from it.
 //!
 //! Nothing here reads a clock or a database, so every answer can be tested as a table, and jobs
@@ -42,7 +42,7 @@ impl Tier {
     }
 }
 
-/// Why a tenant that had a plan is answered as free (design.md's `reason` values).
+/// Why a tenant that had a plan is answered as free (the `reason` values of a 402 `subscription_required`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LapseReason {
@@ -126,7 +126,7 @@ pub fn grace_ends_at(grace_started_at: Timestamp, grace_period_days: i64) -> Tim
     grace_started_at + grace_period_days * DAY
 }
 
-/// design.md's access table. `now` is the instant to judge at: callers pass the frozen
+/// The access table. `now` is the instant to judge at: callers pass the frozen
 /// `billing_disabled_since` instead of the clock while the rollback switch is off.
 pub fn effective_tier(state: &BillingState, now: Timestamp, grace_period_days: i64) -> Effective {
     if let Some(tier) = state.manual_plan_in_force(now) {

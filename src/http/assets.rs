@@ -28,11 +28,11 @@ pub async fn upgrade_prompt_demo() -> impl IntoResponse {
     )
 }
 
-/// The CSP of every page: no framing (design.md), and scripts only from this origin, so
+/// The CSP of every page: no framing, and scripts only from this origin, so
 /// nothing injected into a page could run even if escaping ever failed.
 pub const PAGE_CSP: &str = "frame-ancestors 'none'; script-src 'self'; object-src 'none'; base-uri 'none'";
 
-/// The headers every page sends (design.md): no framing, no referrer to other sites.
+/// The headers every page sends: no framing, no referrer to other sites.
 pub fn page_headers() -> [(HeaderName, HeaderValue); 2] {
     [
         (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP)),

@@ -1,5 +1,5 @@
 //! Owns who may call what: tenant tokens (HS256 JWTs), Hydra's service token and the admin token,
-//! as axum extractors, per design.md "Who may call what".
+//! as axum extractors (the README's "How Hydra calls it" says who may call what).
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;

@@ -1,4 +1,4 @@
-//! Owns the one error shape every endpoint answers with (design.md, "Errors"), and its mapping
+//! Owns the one error shape every endpoint answers with (the README's error codes), and its mapping
 //! from each lower layer's error: a use case's [`BillingError`] is carried as it is, and only the
 //! refusals HTTP itself makes (credentials, roles, feature gates) are added here.
 //!

@@ -3,7 +3,7 @@
 //! otherwise answers 402 `subscription_required` (the plan lapsed) or `feature_not_in_plan`.
 //!
 //! ```ignore
-//! use hydra_billing::gate::{Jira, RequireFeature};
+//! use hydra_billing::http::gate::{Jira, RequireFeature};
 //!
 //! // Only tenants whose plan includes Jira reach the handler.
 //! async fn connect_jira(_: RequireFeature<Jira>, /* … */) -> impl IntoResponse { /* … */ }

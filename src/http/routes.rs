@@ -1,4 +1,4 @@
-//! Owns the route table of design.md's "HTTP API": which handler (one module per caller kind)
+//! Owns the route table of the HTTP API: which handler (one module per caller kind)
 //! serves each path.
 
 use axum::Router;

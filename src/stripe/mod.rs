@@ -19,7 +19,8 @@ pub mod setup;
 
 pub use objects::{HANDLED_EVENTS, SubscriptionView, id_of, invoice_subscription, params};
 
-/// Pinned on every call: the version `../shared/stripe/fixtures3.json` was generated for.
+/// Pinned on every call: the version of Stripe's example objects the simulator's shape facts
+/// (`crates/stripe-sim/tests/stripe_shapes.json`) were derived from.
 /// `stripe setup` creates the webhook endpoint with it, so events arrive in this shape too.
 pub const STRIPE_API_VERSION: &str = "2026-07-29.dahlia";
 
