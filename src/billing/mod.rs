@@ -134,6 +134,24 @@ impl Billing {
         Ok((row, effective))
     }
 
+    /// Whether the tenant has `feature` (with `count` repos or developers): the access table's
+    /// verdict plus what Stripe's Entitlements grant. The granted list is read only on a paid tier
+    /// and for a feature Stripe can grant, so the free tenants' checks parse nothing.
+    pub fn feature_verdict(
+        &self,
+        row: Option<&TenantRow>,
+        effective: &Effective,
+        feature: crate::domain::access::Feature,
+        count: Option<i64>,
+    ) -> crate::domain::access::Verdict {
+        let granted = match row {
+            Some(r) if effective.tier.is_paid() && feature.lookup_key().is_some() => r.granted_features(),
+            _ => Vec::new(),
+        };
+        let seats = row.and_then(|r| r.stripe_seat_count);
+        crate::domain::access::verdict(effective, feature, count, seats, &granted)
+    }
+
     pub fn billing_frozen(&self) -> bool {
         self.billing_disabled_since.is_some()
     }

@@ -12,6 +12,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::config::Secret;
 use crate::domain::clock::Timestamp;
+use crate::domain::ids::TenantId;
 
 pub const AUDIENCE: &str = "hydra-billing";
 pub const SESSION_COOKIE: &str = "hydra_session";
@@ -82,7 +83,7 @@ pub fn verify(secret: &Secret, token: &str, now: Timestamp) -> Option<Claims> {
     let not_future = claims.iat <= now + LEEWAY_SECS;
     // The tenant a token names is an id like any other: one the store could not hold (a NUL,
     // a slash) makes the token invalid rather than a query fail.
-    let tenant_ok = crate::domain::ids::TenantId::parse(&claims.sub).is_ok();
+    let tenant_ok = TenantId::parse(&claims.sub).is_ok();
     (lifetime_ok && not_expired && not_future && tenant_ok).then_some(claims)
 }
 
@@ -154,11 +155,17 @@ impl FromRequestParts<AppState> for AdminAuth {
 #[derive(Debug)]
 pub struct TenantAuth {
     pub claims: Claims,
+    /// `claims.sub`, parsed once when the token is verified.
+    tenant: TenantId,
 }
 
 impl TenantAuth {
     pub fn tenant_id(&self) -> &str {
-        &self.claims.sub
+        self.tenant.as_str()
+    }
+
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
     }
 
     /// Checkout, seats, upgrade and portal change what a tenant pays.
@@ -183,7 +190,8 @@ impl FromRequestParts<AppState> for TenantAuth {
         if via_cookie && !matches!(parts.method, Method::GET | Method::HEAD) {
             check_same_origin(parts, &state.config.public_url)?;
         }
-        Ok(TenantAuth { claims })
+        let tenant = TenantId::parse(&claims.sub).map_err(|_| ApiError::Unauthorized)?;
+        Ok(TenantAuth { claims, tenant })
     }
 }
 

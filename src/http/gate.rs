@@ -19,7 +19,7 @@ use axum::http::request::Parts;
 use super::AppState;
 use super::auth::TenantAuth;
 use super::error::ApiError;
-use crate::domain::access::{Feature, Tier, verdict};
+use crate::domain::access::{Feature, Tier};
 
 /// A feature a route can require.
 pub trait Gate {
@@ -61,8 +61,7 @@ impl<G: Gate> FromRequestParts<AppState> for RequireFeature<G> {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let auth = TenantAuth::from_request_parts(parts, state).await?;
         let (row, effective) = state.tenant_effective(auth.tenant_id()).await?;
-        let granted = row.as_ref().map(|r| r.granted_features()).unwrap_or_default();
-        let v = verdict(&effective, G::FEATURE, None, None, &granted);
+        let v = state.feature_verdict(row.as_ref(), &effective, G::FEATURE, None);
         let upgrade_url = state.config.upgrade_url();
         match (v.allowed, v.lapsed, effective.reason) {
             (true, _, _) => {

@@ -20,7 +20,7 @@ use crate::billing::usage::Status;
 use crate::domain::access::{LapseReason, Tier};
 use crate::domain::catalogue::{Interval, MAX_SEATS, PRODUCTS, plan};
 use crate::domain::clock::{DAY, Timestamp};
-use crate::domain::ids::{SessionId, TenantId};
+use crate::domain::ids::SessionId;
 use crate::domain::money::dollars;
 use crate::domain::subscription::is_live_status;
 
@@ -515,11 +515,9 @@ pub async fn success(
     // The lookup is a Stripe call, so it spends the tenant's budget like the API's; once that is
     // spent (someone reloading), the page skips the lookup and polls our own status instead.
     let lookup = match super::tenant::within_tenant_limit(&state, &auth) {
-        Ok(()) => match (TenantId::parse(auth.tenant_id()), SessionId::parse(&session_id)) {
-            (Ok(tenant), Ok(session)) => {
-                state.checkout_progress(&tenant, &session).await.map_err(ApiError::from)
-            }
-            (Err(e), _) | (_, Err(e)) => Err(ApiError::from(e)),
+        Ok(()) => match SessionId::parse(&session_id) {
+            Ok(session) => state.checkout_progress(auth.tenant(), &session).await.map_err(ApiError::from),
+            Err(e) => Err(ApiError::from(e)),
         },
         Err(e) => Err(e),
     };

@@ -167,9 +167,7 @@ pub async fn access(
     }
     // An unknown tenant is answered as a new free tenant: Hydra may not have announced it yet.
     let (row, effective) = state.tenant_effective(id.as_str()).await?;
-    let seats = row.as_ref().and_then(|r| r.stripe_seat_count);
-    let granted = row.as_ref().map(|r| r.granted_features()).unwrap_or_default();
-    let verdict = crate::domain::access::verdict(&effective, feature, count, seats, &granted);
+    let verdict = state.feature_verdict(row.as_ref(), &effective, feature, count);
     Ok(Json(AccessAnswer {
         allowed: verdict.allowed,
         reason: verdict.reason,

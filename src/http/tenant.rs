@@ -13,7 +13,7 @@ use crate::billing::checkout::PortalFlow;
 use crate::billing::quotes::{self, Change};
 use crate::billing::usage::Status;
 use crate::domain::clock::{rfc3339, rfc3339_opt};
-use crate::domain::ids::{QuoteId, SessionId, TenantId};
+use crate::domain::ids::{QuoteId, SessionId};
 use crate::domain::usage::shown_status;
 
 /// The status answer, built from the same [`Status`] the settings page renders.
@@ -45,11 +45,6 @@ fn status_json(status: &Status, tenant_id: &str) -> Value {
     })
 }
 
-/// The tenant a token names, parsed like every other id.
-fn tenant_of(auth: &TenantAuth) -> ApiResult<TenantId> {
-    Ok(TenantId::parse(auth.tenant_id())?)
-}
-
 /// `GET /api/billing/status`: the tenant's plan, subscription and, on free, its usage.
 pub async fn status(auth: TenantAuth, State(state): State<AppState>) -> ApiResult<Json<Value>> {
     Ok(Json(status_json(&state.status(auth.tenant_id()).await?, auth.tenant_id())))
@@ -63,7 +58,7 @@ pub async fn reservation(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id = crate::domain::ids::ReservationId::parse(&id)?;
-    let view = state.reservation(&tenant_of(&auth)?, id.as_str()).await?;
+    let view = state.reservation(auth.tenant(), id.as_str()).await?;
     let status = shown_status(&view.status, view.expires_at, state.clock.now());
     Ok(Json(json!({
         "reservation_id": view.reservation_id,
@@ -108,7 +103,7 @@ pub async fn checkout(
     stripe_call_allowed(&state, &auth)?;
     state.require_enabled()?;
     let Json(body) = body?;
-    let started = state.start_checkout(&tenant_of(&auth)?, &body.price_id, body.quantity).await?;
+    let started = state.start_checkout(auth.tenant(), &body.price_id, body.quantity).await?;
     Ok(Json(json!({ "url": started.url, "session_id": started.session_id })))
 }
 
@@ -126,7 +121,7 @@ pub async fn checkout_session(
     within_tenant_limit(&state, &auth)?;
     let Query(query) = query?;
     let session_id = query.session_id.ok_or_else(|| ApiError::invalid("session_id is required"))?;
-    let progress = state.checkout_progress(&tenant_of(&auth)?, &SessionId::parse(&session_id)?).await?;
+    let progress = state.checkout_progress(auth.tenant(), &SessionId::parse(&session_id)?).await?;
     Ok(Json(json!({
         "status": if progress.provisioned { "active" } else { "provisioning" },
         "plan_tier": progress.plan_tier,
@@ -146,7 +141,7 @@ pub struct ChangeBody {
 async fn change(state: &AppState, auth: &TenantAuth, body: ChangeBody, kind: &str) -> ApiResult<Value> {
     stripe_call_allowed(state, auth)?;
     state.require_enabled()?;
-    let tenant = tenant_of(auth)?;
+    let tenant = auth.tenant();
     match (body.quote_id, body.quantity.is_some() || body.tier.is_some()) {
         (Some(_), true) => {
             Err(ApiError::invalid("send either a change to preview or a quote_id to confirm, not both"))
@@ -155,7 +150,7 @@ async fn change(state: &AppState, auth: &TenantAuth, body: ChangeBody, kind: &st
             if body.confirm != Some(true) {
                 return Err(ApiError::invalid("confirming a quote needs \"confirm\": true"));
             }
-            let applied = quotes::confirm(state, &tenant, &QuoteId::parse(&quote)?, kind).await?;
+            let applied = quotes::confirm(state, tenant, &QuoteId::parse(&quote)?, kind).await?;
             Ok(json!({
                 "applied": true,
                 "quote_id": applied.quote_id,
@@ -175,7 +170,7 @@ async fn change(state: &AppState, auth: &TenantAuth, body: ChangeBody, kind: &st
                 ("seats", ..) => return Err(ApiError::invalid("quantity is required")),
                 _ => return Err(ApiError::invalid("tier is required")),
             };
-            let q = quotes::preview(state, &tenant, change).await?;
+            let q = quotes::preview(state, tenant, change).await?;
             Ok(json!({
                 "quote_id": q.quote_id,
                 "proration_date": rfc3339(q.proration_date),
@@ -230,7 +225,7 @@ pub async fn portal(
                 })?),
             }
         };
-    let url = state.portal_url(&tenant_of(&auth)?, flow).await?;
+    let url = state.portal_url(auth.tenant(), flow).await?;
     Ok(Json(json!({ "url": url })))
 }
 

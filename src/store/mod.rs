@@ -168,11 +168,6 @@ impl Store {
         }
     }
 
-    /// True when a trivial query answers.
-    pub async fn ping(&self) -> bool {
-        with_db!(self, |pool| sqlx::query("SELECT 1").execute(pool).await.is_ok())
-    }
-
     /// True when a write could commit now, answered within about 2 s: what `/readyz` reports
     /// (a database that answers reads but takes no write is not ready). SQLite takes its write
     /// lock and gives it back; PostgreSQL assigns a transaction id, which a read-only or

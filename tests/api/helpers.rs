@@ -279,12 +279,7 @@ pub struct WithStripe {
     pub observe_by_reconcile: bool,
 }
 
-pub struct Prices {
-    pub team_monthly: String,
-    pub team_annual: String,
-    pub business_monthly: String,
-    pub business_annual: String,
-}
+pub use hydra_billing::domain::catalogue::Prices;
 
 pub async fn sim_call(
     sim: &stripe_sim::Simulator,

@@ -129,35 +129,8 @@ async fn forward(
     }
 }
 
-/// `a=1&b%5B0%5D=x+y` as `[("a", "1"), ("b[0]", "x y")]`.
+/// `a=1&b%5B0%5D=x+y` as `[("a", "1"), ("b[0]", "x y")]`, decoded by the url crate reqwest uses.
 fn form_pairs(raw: &str) -> Vec<(String, String)> {
-    fn decode(s: &str) -> String {
-        let bytes = s.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'+' => out.push(b' '),
-                b'%' if i + 2 < bytes.len() => {
-                    match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                        Ok(b) => {
-                            out.push(b);
-                            i += 2;
-                        }
-                        Err(_) => out.push(b'%'),
-                    }
-                }
-                b => out.push(b),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-    raw.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
+    let Ok(url) = reqwest::Url::parse(&format!("http://form.invalid/?{raw}")) else { return Vec::new() };
+    url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
 }
