@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 use super::{Billing, email};
-use crate::domain::clock::DAY;
+use crate::domain::clock::{DAY, Timestamp};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Job {
@@ -66,7 +66,12 @@ impl Job {
 impl Billing {
     /// Runs one job now and records its outcome in `job_runs`. Returns the rows it changed.
     pub async fn run_job(&self, job: Job) -> anyhow::Result<u64> {
-        let now = self.clock.now();
+        self.run_job_at(job, self.clock.now()).await
+    }
+
+    /// Runs one job as of `now`: the scheduler passes the instant it claimed the run with, so
+    /// the recorded start is the claimed one even when the clock moves during the run.
+    async fn run_job_at(&self, job: Job, now: Timestamp) -> anyhow::Result<u64> {
         let store = &self.store;
         let result = match job {
             Job::FreeTierReset => store.reset_free_tier_windows(now).await.map_err(anyhow::Error::from),
@@ -117,8 +122,9 @@ impl Billing {
     pub async fn run_due_jobs(&self) {
         for job in Job::ALL {
             let every = job.every().as_secs() as i64;
-            match self.store.claim_job_run(job.name(), self.clock.now(), every).await {
-                Ok(true) => match self.run_job(job).await {
+            let now = self.clock.now();
+            match self.store.claim_job_run(job.name(), now, every).await {
+                Ok(true) => match self.run_job_at(job, now).await {
                     Ok(rows) => tracing::info!(job = job.name(), rows, "job ran"),
                     Err(e) => tracing::error!(job = job.name(), error = format!("{e:#}"), "job failed"),
                 },

@@ -77,6 +77,48 @@ fn unavailable_code(code: &str) -> bool {
         || ["08", "53", "57P"].iter().any(|class| code.starts_with(class))
 }
 
+/// Whether a connection coming back to the pool may be lent again. A transaction that failed is
+/// rolled back when it is dropped (sqlx queues the ROLLBACK); the ping runs it now, and a
+/// connection still inside a transaction afterwards (its rollback failed, as after SQLITE_FULL
+/// when SQLite had already ended the transaction itself) is closed rather than lent: a later
+/// request on it would write into a transaction that never commits, or wait on its lock.
+async fn settled_after_use<C: sqlx::Connection>(conn: &mut C) -> Result<bool, sqlx::Error> {
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    conn.ping().await?;
+    let settled = !conn.is_in_transaction();
+    if !settled {
+        tracing::warn!("a connection whose rollback failed is closed, not reused");
+        metrics::counter!("hydra_db_connections_discarded_total").increment(1);
+    }
+    Ok(settled)
+}
+
+/// The first row a writing statement returned, from all its rows. A statement with `RETURNING`
+/// outside a transaction commits on its last step: SQLite reports a failed commit (a full disk)
+/// only there, so such a statement is always read to the end (`fetch_all`), never with
+/// `fetch_one`/`fetch_optional`, which stop at the first row and would answer success for a
+/// write that never committed.
+pub(crate) fn first<T>(rows: Vec<T>) -> Option<T> {
+    rows.into_iter().next()
+}
+
+/// Whether SQLite could add a page: below its page limit, or with free pages to reuse.
+async fn has_room(conn: &mut sqlx::SqliteConnection) -> bool {
+    let mut read = async |pragma: &'static str| -> Option<i64> {
+        sqlx::query_as::<_, (i64,)>(pragma).fetch_one(&mut *conn).await.ok().map(|(n,)| n)
+    };
+    let (Some(pages), Some(limit), Some(free)) = (
+        read("PRAGMA page_count").await,
+        read("PRAGMA max_page_count").await,
+        read("PRAGMA freelist_count").await,
+    ) else {
+        return false;
+    };
+    pages < limit || free > 0
+}
+
 /// The store: SQLite by default, PostgreSQL when several replicas share one database.
 #[derive(Clone, Debug)]
 pub enum Store {
@@ -109,6 +151,7 @@ impl Store {
                 .busy_timeout(Duration::from_secs(30));
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
+                .after_release(|conn, _| Box::pin(settled_after_use(conn)))
                 .connect_with(options)
                 .await
                 .context("cannot open the SQLite database")?;
@@ -129,6 +172,7 @@ impl Store {
             // A request waits about 2 s for a connection, then answers 503 database_unavailable
             // with Retry-After (the pool keeps reconnecting on its own).
             .acquire_timeout(Duration::from_secs(2))
+            .after_release(|conn, _| Box::pin(settled_after_use(conn)))
             .connect_with(options)
             .await
             .context("cannot connect to PostgreSQL")?;
@@ -169,9 +213,10 @@ impl Store {
     }
 
     /// True when a write could commit now, answered within about 2 s: what `/readyz` reports
-    /// (a database that answers reads but takes no write is not ready). SQLite takes its write
-    /// lock and gives it back; PostgreSQL assigns a transaction id, which a read-only or
-    /// recovering server refuses.
+    /// (a database that answers reads but takes no write is not ready). SQLite commits a real
+    /// write (one row in `billing_settings`): a full disk lets SQLite take its lock but not
+    /// append to its log, so nothing less proves it. PostgreSQL assigns a transaction id, which
+    /// a read-only or recovering server refuses.
     pub async fn can_write(&self) -> bool {
         const WITHIN: Duration = Duration::from_secs(2);
         match self {
@@ -186,13 +231,24 @@ impl Store {
                     return false;
                 }
                 let locked = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.is_ok();
-                let released = !locked || sqlx::query("ROLLBACK").execute(&mut *conn).await.is_ok();
+                // A database at its page limit takes the lock and small writes but no new page.
+                let wrote = locked
+                    && has_room(&mut conn).await
+                    && sqlx::query(
+                        "INSERT INTO billing_settings (key, value) VALUES ('readiness_probe', '') \
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    )
+                    .execute(&mut *conn)
+                    .await
+                    .is_ok();
+                let committed = wrote && sqlx::query("COMMIT").execute(&mut *conn).await.is_ok();
+                let ended = committed || !locked || sqlx::query("ROLLBACK").execute(&mut *conn).await.is_ok();
                 let restored = sqlx::query("PRAGMA busy_timeout = 30000").execute(&mut *conn).await.is_ok();
-                if !(released && restored) {
+                if !(ended && restored) {
                     // A connection that may still hold the lock never goes back to the pool.
                     conn.detach();
                 }
-                locked && released
+                committed
             }
             Store::Postgres(pool) => matches!(
                 tokio::time::timeout(WITHIN, sqlx::query("SELECT txid_current()").execute(pool)).await,
@@ -427,7 +483,7 @@ impl Store {
             + Unpin,
     {
         Ok(with_db!(self, |pool| {
-            sqlx::query_as(queue.claim).bind(now).bind(until).fetch_optional(pool).await
+            sqlx::query_as(queue.claim).bind(now).bind(until).fetch_all(pool).await.map(first)
         })?)
     }
 

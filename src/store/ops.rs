@@ -66,8 +66,9 @@ impl Store {
             .bind(name)
             .bind(now)
             .bind(now - every)
-            .fetch_optional(pool)
+            .fetch_all(pool)
             .await
+            .map(super::first)
         })?;
         Ok(claimed.is_some())
     }
@@ -79,7 +80,8 @@ impl Store {
         })?)
     }
 
-    /// Records a job's outcome for operators (`job_runs`).
+    /// Records a job's outcome for operators (`job_runs`). A run that outlasted its period never
+    /// moves the start back behind a later claim (another replica's, or this one's next).
     pub async fn record_job_run(
         &self,
         name: &str,
@@ -91,7 +93,9 @@ impl Store {
             sqlx::query(
                 "INSERT INTO job_runs (name, last_started_at, last_finished_at, last_outcome, rows_affected) \
                  VALUES ($1, $2, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET \
-                 last_started_at = excluded.last_started_at, last_finished_at = excluded.last_finished_at, \
+                 last_started_at = CASE WHEN job_runs.last_started_at > excluded.last_started_at \
+                 THEN job_runs.last_started_at ELSE excluded.last_started_at END, \
+                 last_finished_at = excluded.last_finished_at, \
                  last_outcome = excluded.last_outcome, rows_affected = excluded.rows_affected",
             )
             .bind(name)

@@ -239,7 +239,7 @@ impl Store {
         now: Timestamp,
     ) -> StoreResult<(TenantRow, bool)> {
         let existed = self.tenant(id).await?.is_some();
-        let row = with_db!(self, |pool| {
+        let row: Option<TenantRow> = with_db!(self, |pool| {
             sqlx::query_as(concat!(
                 "INSERT INTO tenants (id, name, billing_email, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $4) \
@@ -252,9 +252,11 @@ impl Store {
             .bind(name)
             .bind(billing_email)
             .bind(now)
-            .fetch_one(pool)
+            .fetch_all(pool)
             .await
+            .map(super::first)
         })?;
+        let row = row.ok_or(StoreError::NotFound)?;
         Ok((row, !existed))
     }
 
@@ -366,8 +368,9 @@ impl Store {
             .bind(now)
             .bind(until)
             .bind(token)
-            .fetch_optional(pool)
+            .fetch_all(pool)
             .await
+            .map(super::first)
         })?)
     }
 

@@ -338,22 +338,51 @@ async fn each_job_runs_on_its_cadence_of_the_service_clock() {
         let s = starts().await;
         Job::ALL.iter().all(|j| s.get(j.name()).is_some_and(|t| *t >= at))
     };
-    assert!(eventually(Duration::from_secs(10), async || all_at(crate::helpers::START).await).await);
     let start = crate::helpers::START;
+    assert!(
+        eventually(Duration::from_secs(10), async || all_at(start).await).await,
+        "every job runs at start: {:?}",
+        starts().await
+    );
     // A minute on: the per-minute and per-10-second jobs are due, the others are not.
     w.clock.advance(60);
     let minute = |name: &'static str| async move { starts().await.get(name).copied() == Some(start + 60) };
-    assert!(eventually(Duration::from_secs(10), async || minute("reservation-expiry").await).await);
-    assert!(eventually(Duration::from_secs(10), async || minute("outbox").await).await);
+    for name in ["reservation-expiry", "outbox"] {
+        assert!(
+            eventually(Duration::from_secs(10), async || minute(name).await).await,
+            "{name} runs a minute on: {:?}",
+            starts().await
+        );
+    }
     let s = starts().await;
     for job in [Job::PeriodEnd, Job::GraceExpiry, Job::FreeTierReset, Job::Reconcile] {
         assert_eq!(s.get(job.name()), Some(&start), "{} is not due after a minute", job.name());
     }
     // An hour on: every job has run again, once.
     w.clock.advance(3600 - 60);
-    assert!(eventually(Duration::from_secs(10), async || all_at(start + 3600).await).await);
+    assert!(
+        eventually(Duration::from_secs(10), async || all_at(start + 3600).await).await,
+        "every job runs an hour on: {:?}",
+        starts().await
+    );
     let s = starts().await;
     assert!(Job::ALL.iter().all(|j| s.get(j.name()) == Some(&(start + 3600))), "{s:?}");
     w.stop.send(()).unwrap();
     let _ = w.server.await;
+}
+
+/// A run that outlasted its period (slow SMTP, a long reconcile) records its outcome without
+/// moving the start back behind the claim made since, so the job is not run a second time.
+#[tokio::test]
+async fn a_late_record_never_moves_a_jobs_start_back() {
+    let test_db = crate::helpers::fresh_db().await;
+    test_db.db.migrate_up().await.unwrap();
+    let store = &test_db.db;
+    let t = crate::helpers::START;
+    assert!(store.claim_job_run("outbox", t, 10).await.unwrap());
+    assert!(store.claim_job_run("outbox", t + 10, 10).await.unwrap(), "the next period is claimed");
+    store.record_job_run("outbox", t, "ok", 1).await.unwrap();
+    let starts: std::collections::HashMap<_, _> = store.job_starts().await.unwrap().into_iter().collect();
+    assert_eq!(starts.get("outbox"), Some(&(t + 10)));
+    assert!(!store.claim_job_run("outbox", t + 10, 10).await.unwrap(), "that period stays claimed once");
 }

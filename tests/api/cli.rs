@@ -107,23 +107,30 @@ async fn migrate_and_jobs_run_from_the_command_line() {
 
 /// `serve` as an operator starts it, on a fresh SQLite file: its stdout lines arrive on a channel
 /// (so waits have deadlines), stderr is kept, and the process is killed on drop.
-struct Serve {
+pub struct Serve {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
     logged: Vec<String>,
-    port: u16,
+    pub port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl Serve {
     fn start() -> Serve {
-        use std::io::{BufRead, BufReader, Read};
         let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("b.db").display());
+        Serve::start_on(&url, &[], dir)
+    }
+
+    /// `serve` on `database_url` with the test environment plus `env`; `dir` lives as long as it.
+    pub fn start_on(database_url: &str, env: &[(&str, &str)], dir: tempfile::TempDir) -> Serve {
+        use std::io::{BufRead, BufReader, Read};
         let mut child = bin()
             .envs(crate::helpers::test_env())
+            .envs(env.iter().copied())
             .arg("serve")
-            .env("DATABASE_URL", format!("sqlite://{}", dir.path().join("b.db").display()))
+            .env("DATABASE_URL", database_url)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -178,6 +185,12 @@ impl Serve {
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         response
+    }
+
+    /// kill -9: no shutdown, no flush, whatever was in flight is cut.
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Stops the process; everything it wrote to stderr.

@@ -51,6 +51,13 @@ pub struct TestDb {
     _dir: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
+impl TestDb {
+    /// A database the test started itself (its own PostgreSQL instance).
+    pub fn external(db: Store, url: String) -> TestDb {
+        TestDb { db, url, _dir: None }
+    }
+}
+
 pub async fn fresh_db() -> TestDb {
     match std::env::var("HYDRA_TEST_POSTGRES_URL") {
         Ok(base) if !base.is_empty() => {

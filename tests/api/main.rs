@@ -10,6 +10,7 @@ mod billing;
 mod browser;
 mod cli;
 mod errors;
+mod faults;
 mod free_tier;
 mod golive;
 mod helpers;

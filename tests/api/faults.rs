@@ -1,0 +1,559 @@
+//! Fault drills as tests: a full SQLite disk, a PostgreSQL outage, kill -9 of a serving process,
+//! two replicas on one database. Each proves what a 2xx promised is in the database afterwards.
+
+use std::time::{Duration, Instant};
+
+use hydra_billing::store::Store;
+use hydra_billing::with_db;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, eventually, spawn_app};
+
+/// Sets `PRAGMA max_page_count` on every connection of the pool (the pragma is per connection):
+/// holding all of them at once guarantees none is missed.
+async fn limit_pages(db: &Store, pages: Option<i64>) {
+    let Store::Sqlite(pool) = db else { return };
+    let mut held = Vec::new();
+    for _ in 0..pool.options().get_max_connections() {
+        held.push(tokio::time::timeout(Duration::from_secs(10), pool.acquire()).await.unwrap().unwrap());
+    }
+    for conn in &mut held {
+        let limit = pages.unwrap_or(1_073_741_823);
+        sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {limit}")))
+            .execute(&mut **conn)
+            .await
+            .unwrap();
+    }
+}
+
+async fn page_count(db: &Store) -> i64 {
+    let Store::Sqlite(pool) = db else { return 0 };
+    let (pages,): (i64,) = sqlx::query_as("PRAGMA page_count").fetch_one(pool).await.unwrap();
+    pages
+}
+
+/// A distinct, signed event the service stores (no customer it knows: parked, never fetched).
+fn drill_event(id: &str) -> Value {
+    json!({
+        "id": id, "object": "event", "type": "invoice.paid", "livemode": false, "created": 1,
+        "api_version": "2026-10-28.endive",
+        // A large body: the fill reaches the limit in a few dozen requests, not thousands.
+        "data": {"object": {"object": "invoice", "id": format!("in_{id}"), "customer": "cus_drill",
+                 "description": "x".repeat(4000)}}
+    })
+}
+
+/// What one drill request was, and what it was answered.
+#[derive(Debug, Clone)]
+enum Write {
+    Event(String),
+    Tenant(String),
+    Reserve(String),
+    Commit(String),
+}
+
+/// One write of each kind against `app`, returning what was answered 2xx.
+async fn write_round(app: &TestApp, tag: &str, log: &mut Vec<(Write, StatusCode)>) {
+    let event = format!("evt_{tag}");
+    log.push((Write::Event(event.clone()), app.deliver(&drill_event(&event)).await));
+    let tenant = format!("t_{tag}");
+    let r = app.put_tenant(&tenant, &json!({"name": "x".repeat(200)})).await;
+    log.push((Write::Tenant(tenant.clone()), r.status()));
+    let r = app.reserve(&tenant, "fix").await;
+    let status = r.status();
+    let body: Value = r.json().await.unwrap_or_default();
+    if let Some(id) = body["reservation_id"].as_str() {
+        log.push((Write::Reserve(id.to_owned()), status));
+        let r = app.settle(id, "commit").await;
+        log.push((Write::Commit(id.to_owned()), r.status()));
+    } else {
+        log.push((Write::Reserve(String::new()), status));
+    }
+}
+
+/// Free tenants whose counters differ from their committed reservations (the ledger).
+pub async fn ledger_mismatches(db: &Store) -> i64 {
+    let (n,): (i64,) = with_db!(db, |pool| {
+        sqlx::query_as(
+            "SELECT COUNT(*) FROM tenants t WHERE t.free_tier_fixes_used <> (SELECT COUNT(*) \
+             FROM usage_reservations r WHERE r.tenant_id = t.id AND r.metric = 'fix' \
+             AND r.tier = 'free' AND r.status = 'committed')",
+        )
+        .fetch_one(pool)
+        .await
+    })
+    .unwrap();
+    n
+}
+
+async fn in_db(db: &Store, what: &Write) -> bool {
+    let (sql, id): (&str, &str) = match what {
+        Write::Event(id) => ("SELECT COUNT(*) FROM stripe_events WHERE id = $1", id),
+        Write::Tenant(id) => ("SELECT COUNT(*) FROM tenants WHERE id = $1", id),
+        Write::Reserve(id) => ("SELECT COUNT(*) FROM usage_reservations WHERE id = $1", id),
+        Write::Commit(id) => {
+            ("SELECT COUNT(*) FROM usage_reservations WHERE id = $1 AND status = 'committed'", id)
+        }
+    };
+    let (n,): (i64,) =
+        with_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_one(pool).await).unwrap();
+    n == 1
+}
+
+/// SQLite's page limit reached (`max_page_count`, deterministic, no real disk needed): requests
+/// that cannot be written are refused (503, never a hang or a 500), the service says it is not
+/// ready, and once the limit is raised writes resume without a restart and every write answered
+/// 2xx before, during and after is in the database.
+#[tokio::test]
+async fn a_full_sqlite_database_refuses_writes_and_recovers_without_losing_an_acknowledged_one() {
+    let app = spawn_app().await;
+    if app.db.kind() != "sqlite" {
+        return; // max_page_count is SQLite's; the PostgreSQL outage drill covers the other store.
+    }
+    let db = app.db.clone();
+    let full = async || limit_pages(&db, Some(page_count(&db).await)).await;
+    full_disk_drill(&app, full, full, async || limit_pages(&db, None).await).await;
+}
+
+/// A tmpfs of 8 MiB mounted for one test, unmounted on drop: a real disk that fills.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// None where mounting is not allowed (not root, or a container without the right).
+    fn mount() -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(SmallDisk { dir })
+    }
+
+    fn ballast(&self) -> std::path::PathBuf {
+        self.dir.path().join("ballast")
+    }
+
+    /// Fills every free byte (again, if something was freed since).
+    fn fill(&self) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(self.ballast()).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        let small = [0u8; 512];
+        while file.write_all(&small).is_ok() {}
+        let _ = file.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.ballast()).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// The same with a real full disk: the database on a small tmpfs that a ballast file fills, then
+/// frees. Where mounting is not allowed (not root) it says so and checks nothing more.
+#[tokio::test]
+async fn a_really_full_disk_refuses_writes_and_recovers_without_losing_an_acknowledged_one() {
+    if std::env::var("HYDRA_TEST_POSTGRES_URL").is_ok() {
+        return; // SQLite's drill: once, in the SQLite pass.
+    }
+    let Some(disk) = SmallDisk::mount() else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let url = format!("sqlite://{}", disk.dir.path().join("billing.db").display());
+    let db = Store::connect(&url).await.unwrap();
+    let test_db = crate::helpers::TestDb::external(db, url);
+    let clock = hydra_billing::domain::clock::Clock::manual(crate::helpers::START);
+    let app = crate::helpers::spawn_app_on(test_db, clock, |_| {}).await;
+    full_disk_drill(&app, async || disk.fill(), async || disk.fill(), async || disk.free()).await;
+}
+
+/// Writes before, during and after a full disk; `fill` and `free` make and end it.
+///
+/// `refill` runs again just before readiness is asked: the page limit is a per-connection
+/// setting, and a connection the service closed and reopened during the fill has none.
+async fn full_disk_drill(app: &TestApp, fill: impl AsyncFn(), refill: impl AsyncFn(), free: impl AsyncFn()) {
+    let mut log = Vec::new();
+    for i in 0..3 {
+        write_round(app, &format!("before_{i}"), &mut log).await;
+    }
+    assert!(log.iter().all(|(_, s)| s.is_success()), "{log:?}");
+
+    fill().await;
+    let started = Instant::now();
+    let mut refused = 0;
+    let mut slowest = Duration::ZERO;
+    for i in 0..40 {
+        let before = log.len();
+        let t = Instant::now();
+        write_round(app, &format!("full_{i}"), &mut log).await;
+        slowest = slowest.max(t.elapsed());
+        for (what, status) in &log[before..] {
+            assert!(
+                status.is_success() || *status == StatusCode::SERVICE_UNAVAILABLE,
+                "{what:?} answered {status} while the disk is full"
+            );
+            refused += usize::from(*status == StatusCode::SERVICE_UNAVAILABLE);
+        }
+    }
+    assert!(refused > 20, "the limit refused writes ({refused} of {})", log.len());
+    refill().await;
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap().status();
+    assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE, "not ready while no write can commit");
+    eprintln!("full disk: {refused} refused, slowest round {slowest:?}, in {:?}", started.elapsed());
+
+    // Space comes back; the same process carries on.
+    free().await;
+    let back = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            app.client.get(app.url("/readyz")).send().await.unwrap().status() == StatusCode::OK
+        })
+        .await,
+        "ready again without a restart"
+    );
+    for i in 0..5 {
+        let before = log.len();
+        write_round(app, &format!("after_{i}"), &mut log).await;
+        assert!(log[before..].iter().all(|(_, s)| s.is_success()), "{:?}", &log[before..]);
+    }
+    eprintln!("writes resumed {:?} after space came back", back.elapsed());
+
+    // Every 2xx is there, read through a connection the service never used.
+    let fresh = Store::connect(&app.shared_db().url).await.unwrap();
+    let mut missing = Vec::new();
+    for (what, status) in &log {
+        if status.is_success() && !in_db(&fresh, what).await {
+            missing.push(what.clone());
+        }
+    }
+    assert!(missing.is_empty(), "answered 2xx but not in the database: {missing:?}");
+    assert_eq!(ledger_mismatches(&fresh).await, 0, "every counter equals its committed reservations");
+}
+
+/// The statuses a drill's events may end in once the worker is done with them.
+async fn unsettled_events(db: &Store) -> i64 {
+    let (n,): (i64,) = with_db!(db, |pool| {
+        sqlx::query_as("SELECT COUNT(*) FROM stripe_events WHERE status IN ('received', 'processing')")
+            .fetch_one(pool)
+            .await
+    })
+    .unwrap();
+    n
+}
+
+/// Free tenants with more committed fixes than the free tier allows.
+async fn tenants_over_the_limit(db: &Store) -> i64 {
+    let limit = hydra_billing::domain::catalogue::Metric::Fix.free_limit();
+    let (n,): (i64,) = with_db!(db, |pool| {
+        sqlx::query_as(
+            "SELECT COUNT(*) FROM (SELECT tenant_id FROM usage_reservations WHERE metric = 'fix' \
+             AND tier = 'free' AND status = 'committed' GROUP BY tenant_id HAVING COUNT(*) > $1) o",
+        )
+        .bind(limit)
+        .fetch_one(pool)
+        .await
+    })
+    .unwrap();
+    n
+}
+
+/// kill -9 in the middle of a burst of distinct signed webhooks and of racing reserve/commit
+/// pairs: after a restart on the same database every event answered 2xx is stored and gets
+/// processed, every reservation and commit answered 2xx is there, counters equal the ledger and
+/// no tenant is over its limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_burst_loses_nothing_that_was_answered() {
+    let test_db = crate::helpers::fresh_db().await;
+    let serve = crate::cli::Serve::start_on(&test_db.url, &[], tempfile::tempdir().unwrap());
+    let base = format!("http://127.0.0.1:{}", serve.port);
+    let serve = std::sync::Arc::new(std::sync::Mutex::new(serve));
+    let client = reqwest::Client::new();
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Write>::new()));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut load = tokio::task::JoinSet::new();
+    for worker in 0..6 {
+        let (client, base, acknowledged, answered) =
+            (client.clone(), base.clone(), acknowledged.clone(), answered.clone());
+        load.spawn(async move {
+            for i in 0.. {
+                let (what, ok) = if worker % 2 == 0 {
+                    let id = format!("evt_kill_{worker}_{i}");
+                    let mut event = drill_event(&id);
+                    event["data"]["object"]["customer"] = json!(format!("cus_kill_{}", i % 7));
+                    let body = serde_json::to_vec(&event).unwrap();
+                    let now = hydra_billing::domain::clock::Clock::System.now();
+                    let signature = stripe_sim::signature_header(crate::helpers::WEBHOOK_SECRET, now, &body);
+                    let sent = client
+                        .post(format!("{base}/api/webhooks/stripe"))
+                        .header("stripe-signature", signature)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await;
+                    (Write::Event(id), sent.map(|r| r.status().is_success()))
+                } else {
+                    // Workers race on the same few tenants, each capped at the free limit.
+                    let tenant = format!("k{}", i % 40);
+                    let sent = client
+                        .post(format!("{base}/api/tenants/{tenant}/usage/fix/reserve"))
+                        .bearer_auth(crate::helpers::SERVICE_TOKEN)
+                        .send()
+                        .await;
+                    let Ok(r) = sent else { break };
+                    let ok = r.status().is_success();
+                    let body: Value = r.json().await.unwrap_or_default();
+                    match body["reservation_id"].as_str().filter(|_| ok) {
+                        Some(id) => {
+                            acknowledged.lock().unwrap().push(Write::Reserve(id.to_owned()));
+                            let sent = client
+                                .post(format!("{base}/api/usage/reservations/{id}/commit"))
+                                .bearer_auth(crate::helpers::SERVICE_TOKEN)
+                                .send()
+                                .await;
+                            (Write::Commit(id.to_owned()), sent.map(|r| r.status().is_success()))
+                        }
+                        None => continue,
+                    }
+                };
+                match ok {
+                    Ok(true) => {
+                        acknowledged.lock().unwrap().push(what);
+                        answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(false) => {}
+                    // The process is gone: this worker's burst is over.
+                    Err(_) => break,
+                }
+            }
+        });
+    }
+    // Killed mid-burst: well after the load is flowing, long before it could end.
+    let flowing = eventually(Duration::from_secs(60), async || {
+        answered.load(std::sync::atomic::Ordering::Relaxed) >= 300
+    })
+    .await;
+    assert!(flowing, "the burst got going");
+    serve.lock().unwrap().kill_9();
+    while load.join_next().await.is_some() {}
+    let acknowledged = acknowledged.lock().unwrap().clone();
+
+    // A new process on the same database finishes what was stored.
+    let restarted = crate::cli::Serve::start_on(&test_db.url, &[], tempfile::tempdir().unwrap());
+    let drained = std::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(60), async || unsettled_events(&test_db.db).await == 0).await,
+        "the restarted worker processes every stored event"
+    );
+    let lost: Vec<_> = {
+        let mut lost = Vec::new();
+        for what in &acknowledged {
+            if !in_db(&test_db.db, what).await {
+                lost.push(what.clone());
+            }
+        }
+        lost
+    };
+    assert!(lost.is_empty(), "answered 2xx before the kill, missing after: {lost:?}");
+    assert_eq!(ledger_mismatches(&test_db.db).await, 0, "counters equal the committed reservations");
+    assert_eq!(tenants_over_the_limit(&test_db.db).await, 0, "no tenant over its free limit");
+    eprintln!(
+        "kill -9 on {}: {} writes acknowledged before the kill, all kept; the restart settled every event in {:?}",
+        test_db.db.kind(),
+        acknowledged.len(),
+        drained.elapsed()
+    );
+    drop(restarted);
+}
+
+/// A PostgreSQL instance of the test's own (initdb in a temp dir, another port), so an outage
+/// can be staged without touching the shared server. Stopped and removed on drop.
+struct OwnPostgres {
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl OwnPostgres {
+    /// None when this machine has no PostgreSQL server binaries.
+    fn init() -> Option<OwnPostgres> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|v| v.path().join("bin"))
+            .find(|b| b.join("initdb").exists())?;
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let pg = OwnPostgres { bin, dir, port };
+        if pg.as_root() {
+            // initdb and postgres refuse to run as root: the data belongs to the postgres user.
+            let chown = std::process::Command::new("chown").arg("postgres:").arg(pg.dir.path()).status();
+            assert!(chown.unwrap().success());
+        }
+        let data = pg.data();
+        pg.run("initdb", &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"]);
+        Some(pg)
+    }
+
+    fn as_root(&self) -> bool {
+        std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let exe = self.bin.join(tool);
+        let output = if self.as_root() {
+            std::process::Command::new("runuser")
+                .arg("-u")
+                .arg("postgres")
+                .arg("--")
+                .arg(exe)
+                .args(args)
+                .output()
+        } else {
+            std::process::Command::new(exe).args(args).output()
+        }
+        .unwrap();
+        assert!(output.status.success(), "{tool} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+
+    fn start(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log").display().to_string();
+        self.run("pg_ctl", &["-D", &self.data(), "-o", &options, "-l", &log, "-w", "start"]);
+    }
+
+    /// The server dies at once, as a crash or a lost host would look to the service.
+    fn stop_now(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(if self.as_root() { "runuser" } else { "true" })
+            .args(if self.as_root() { vec!["-u", "postgres", "--"] } else { vec![] })
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", &self.data(), "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// A PostgreSQL outage in the middle of traffic: while the database is down every request is
+/// answered within about 2 s (503 `database_unavailable` with Retry-After, never a 500 or a
+/// hang) and `/readyz` fails; once it is back the service recovers by itself, and every write
+/// answered 2xx is there. Runs in the PostgreSQL pass (it starts its own instance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_is_answered_fast_and_clearly_and_recovers_by_itself() {
+    if std::env::var("HYDRA_TEST_POSTGRES_URL").is_err() {
+        return;
+    }
+    let Some(pg) = OwnPostgres::init() else {
+        panic!("the PostgreSQL pass needs PostgreSQL's server binaries under /usr/lib/postgresql");
+    };
+    pg.start();
+    let db = Store::connect(&pg.url()).await.unwrap();
+    let test_db = crate::helpers::TestDb::external(db, pg.url());
+    let app = crate::helpers::spawn_app_on(
+        test_db,
+        hydra_billing::domain::clock::Clock::manual(crate::helpers::START),
+        |_| {},
+    )
+    .await;
+    let mut log = Vec::new();
+    write_round(&app, "up_0", &mut log).await;
+    assert!(log.iter().all(|(_, s)| s.is_success()), "{log:?}");
+
+    pg.stop_now();
+    let mut slowest = Duration::ZERO;
+    for i in 0..3 {
+        let event = drill_event(&format!("evt_down_{i}"));
+        let body = serde_json::to_vec(&event).unwrap();
+        let now = hydra_billing::domain::clock::Clock::System.now();
+        let signature = stripe_sim::signature_header(crate::helpers::WEBHOOK_SECRET, now, &body);
+        let webhook = app
+            .client
+            .post(app.url("/api/webhooks/stripe"))
+            .header("stripe-signature", signature)
+            .header("content-type", "application/json")
+            .body(body);
+        let requests = [
+            webhook,
+            app.client
+                .put(app.url(&format!("/api/tenants/t_down_{i}")))
+                .bearer_auth(crate::helpers::SERVICE_TOKEN)
+                .json(&json!({"name": "Down"})),
+            app.client
+                .post(app.url("/api/tenants/t_up_0/usage/fix/reserve"))
+                .bearer_auth(crate::helpers::SERVICE_TOKEN),
+            app.client
+                .get(app.url("/api/tenants/t_up_0/access?feature=jira"))
+                .bearer_auth(crate::helpers::SERVICE_TOKEN),
+            app.client.get(app.url("/api/billing/status")).bearer_auth(app.tenant_token("t_up_0")),
+        ];
+        for request in requests {
+            let started = Instant::now();
+            let r = request.send().await.unwrap();
+            let took = started.elapsed();
+            slowest = slowest.max(took);
+            let url = r.url().path().to_owned();
+            assert_eq!(
+                r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned()),
+                Some("2".into()),
+                "{url}"
+            );
+            let error = crate::helpers::error_of(r, StatusCode::SERVICE_UNAVAILABLE).await;
+            assert_eq!(error["code"], "database_unavailable", "{url}");
+            assert!(took < Duration::from_secs(4), "{url} answered in {took:?}");
+        }
+    }
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap().status();
+    assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE);
+
+    pg.start();
+    let back = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(20), async || {
+            app.client.get(app.url("/readyz")).send().await.unwrap().status() == StatusCode::OK
+        })
+        .await,
+        "ready again by itself"
+    );
+    let before = log.len();
+    write_round(&app, "up_1", &mut log).await;
+    assert!(log[before..].iter().all(|(_, s)| s.is_success()), "{:?}", &log[before..]);
+    for (what, status) in &log {
+        if status.is_success() {
+            assert!(in_db(&app.db, what).await, "{what:?} was answered 2xx and is gone");
+        }
+    }
+    eprintln!(
+        "postgres outage: every request answered 503 database_unavailable within {slowest:?}; ready {:?} after the restart",
+        back.elapsed()
+    );
+}
