@@ -28,17 +28,27 @@ enum Seg {
     Push,
 }
 
+/// Segments a key may have.
+const MAX_DEPTH: usize = 16;
+
 /// `a[b][0][]` → [Key a, Key b, Index 0, Push].
 fn parse_key(key: &str) -> Option<Vec<Seg>> {
     let (head, mut rest) = match key.find('[') {
         Some(i) => (&key[..i], &key[i..]),
         None => (key, ""),
     };
-    if head.is_empty() {
+    // No parameter name holds a control character; refusing them also keeps a key from posing
+    // as the internal array mark (found by fuzzing: `%00array[]=b` made the whole body a list).
+    if head.is_empty() || key.chars().any(char::is_control) {
         return None;
     }
     let mut path = vec![Seg::Key(head.to_owned())];
     while !rest.is_empty() {
+        // Stripe's deepest parameters nest a handful of levels; a deeper key is refused rather
+        // than recursed into (a long `a[b][b]…` would otherwise exhaust the stack).
+        if path.len() > MAX_DEPTH {
+            return None;
+        }
         let close = rest.find(']')?;
         if !rest.starts_with('[') {
             return None;
@@ -186,6 +196,10 @@ mod tests {
         assert!(decode(b"a[b=1").is_err());
         assert!(decode(b"a=1&a[b]=2").is_err());
         assert!(decode(b"a[99999999]=1").is_err());
+        assert!(decode(b"%00array[]=b&a=1").is_err(), "a key posing as the array mark");
+        // A key nested past any parameter Stripe has is refused, not recursed into.
+        let deep = format!("a{}=1", "[b]".repeat(100_000));
+        assert!(decode(deep.as_bytes()).is_err());
     }
 
     #[test]
