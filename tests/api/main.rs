@@ -17,6 +17,7 @@ mod helpers;
 mod migrations;
 mod ops;
 mod pages;
+mod properties;
 mod rollback;
 mod scenarios;
 mod stripe_proxy;
