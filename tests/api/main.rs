@@ -18,6 +18,7 @@ mod migrations;
 mod ops;
 mod pages;
 mod properties;
+mod replicas;
 mod rollback;
 mod scenarios;
 mod stripe_proxy;

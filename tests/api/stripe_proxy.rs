@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -15,6 +15,8 @@ use tokio::sync::watch;
 
 /// One call as Stripe received it: method, path, and its form (or query) parameters.
 type Received = (Method, String, Vec<(String, String)>);
+/// A finished call's parameters, when it arrived and when it was answered.
+pub type Span = (Vec<(String, String)>, Instant, Instant);
 
 struct ProxyState {
     upstream: String,
@@ -26,6 +28,8 @@ struct ProxyState {
     held: AtomicUsize,
     /// (method, path, form or query parameters) of every call, in order.
     received: std::sync::Mutex<Vec<Received>>,
+    /// Each finished call with when it arrived and when its answer went back.
+    spans: std::sync::Mutex<Vec<(Received, Instant, Instant)>>,
 }
 
 pub struct StripeProxy {
@@ -45,6 +49,7 @@ impl StripeProxy {
             gate,
             held: AtomicUsize::new(0),
             received: std::sync::Mutex::new(Vec::new()),
+            spans: std::sync::Mutex::new(Vec::new()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -77,6 +82,15 @@ impl StripeProxy {
             .collect()
     }
 
+    /// Every finished `method path` call: its parameters, when it arrived, when it was answered.
+    pub fn spans(&self, method: Method, path: &str) -> Vec<Span> {
+        let all = self.state.spans.lock().unwrap();
+        all.iter()
+            .filter(|((m, p, _), _, _)| *m == method && p == path)
+            .map(|((_, _, params), start, end)| (params.clone(), *start, *end))
+            .collect()
+    }
+
     /// Calls being held right now.
     pub fn held(&self) -> usize {
         self.state.held.load(Ordering::SeqCst)
@@ -95,7 +109,9 @@ async fn forward(
     } else {
         String::from_utf8_lossy(&body).into_owned()
     };
-    state.received.lock().unwrap().push((method.clone(), uri.path().to_owned(), form_pairs(&raw)));
+    let arrived = Instant::now();
+    let call = (method.clone(), uri.path().to_owned(), form_pairs(&raw));
+    state.received.lock().unwrap().push(call.clone());
     let latency = state.latency_ms.load(Ordering::SeqCst);
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
@@ -114,6 +130,12 @@ async fn forward(
             request = request.header(name, v);
         }
     }
+    let response = relay(request).await;
+    state.spans.lock().unwrap().push((call, arrived, Instant::now()));
+    response
+}
+
+async fn relay(request: reqwest::RequestBuilder) -> Response {
     match request.send().await {
         Ok(r) => {
             let status = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);

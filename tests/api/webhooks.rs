@@ -564,55 +564,9 @@ async fn billing_disabled_stores_events_and_processes_them_when_enabled_again() 
     assert_eq!(enabled.tenant("t1").await.plan_tier, "team");
 }
 
-/// A real SMTP server on loopback (aiosmtpd, installed by .ci/run) that keeps each message.
-struct SmtpSink {
-    child: std::process::Child,
-    port: u16,
-    folder: tempfile::TempDir,
-}
-
-impl SmtpSink {
-    fn start() -> SmtpSink {
-        use std::io::BufRead;
-        let folder = tempfile::tempdir().unwrap();
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_sink.py");
-        let mut child = std::process::Command::new("python3")
-            .arg(script)
-            .arg(folder.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python3 runs the SMTP sink");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = line.trim().parse().unwrap_or_else(|_| {
-            panic!("the SMTP sink did not start (pip install aiosmtpd; .ci/run does): {line:?}")
-        });
-        SmtpSink { child, port, folder }
-    }
-
-    fn messages(&self) -> Vec<String> {
-        let mut files: Vec<_> = std::fs::read_dir(self.folder.path())
-            .unwrap()
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-            .collect();
-        files.sort();
-        files.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect()
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn payment_failure_emails_go_out_over_smtp_exactly_once_each() {
-    let sink = SmtpSink::start();
+    let sink = crate::helpers::SmtpSink::start();
     let url = format!("smtp://127.0.0.1:{}", sink.port);
     let s = crate::helpers::spawn_with_stripe_and(move |env| {
         env.insert("SMTP_URL".into(), url);
