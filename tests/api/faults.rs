@@ -557,3 +557,33 @@ async fn a_postgres_outage_is_answered_fast_and_clearly_and_recovers_by_itself()
         back.elapsed()
     );
 }
+
+/// A transaction whose rollback fails (SQLite had already ended it, as after SQLITE_FULL) leaves
+/// its connection believing it is still inside one: that connection is closed when it comes
+/// back, and every connection lent afterwards is outside any transaction.
+#[tokio::test]
+async fn a_connection_whose_rollback_failed_is_closed_not_lent_again() {
+    use sqlx::Connection;
+    let test_db = crate::helpers::fresh_db().await;
+    test_db.db.migrate_up().await.unwrap();
+    with_db!(&test_db.db, |pool| {
+        let mut conn = pool.acquire().await.unwrap();
+        {
+            let mut tx = conn.begin().await.unwrap();
+            // The database ends the transaction behind the driver's back.
+            sqlx::query("ROLLBACK").execute(&mut *tx).await.unwrap();
+        }
+        drop(conn);
+        // The pool takes a connection back in the background: wait until none is on its way.
+        let back = eventually(Duration::from_secs(5), async || pool.num_idle() as u32 == pool.size()).await;
+        assert!(back, "the connection came back or was closed");
+        let size = pool.size();
+        let mut lent = Vec::new();
+        for _ in 0..size.max(1) {
+            lent.push(tokio::time::timeout(Duration::from_secs(5), pool.acquire()).await.unwrap().unwrap());
+        }
+        for conn in &lent {
+            assert!(!conn.is_in_transaction(), "a connection was lent inside a transaction");
+        }
+    });
+}
