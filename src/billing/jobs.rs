@@ -109,6 +109,8 @@ impl Billing {
     /// jobs with it. A failed run is logged and waits for its next period.
     pub fn spawn_background(&self, tasks: &mut JoinSet<()>) {
         tasks.spawn(self.clone().event_worker());
+        // PostgreSQL: the access cache follows the other replicas' writes (returns on SQLite).
+        tasks.spawn(self.store.clone().listen_for_changes());
         let billing = self.clone();
         tasks.spawn(async move {
             loop {

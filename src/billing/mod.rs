@@ -134,22 +134,21 @@ impl Billing {
         Ok((row, effective))
     }
 
-    /// Whether the tenant has `feature` (with `count` repos or developers): the access table's
-    /// verdict plus what Stripe's Entitlements grant. The granted list is read only on a paid tier
-    /// and for a feature Stripe can grant, so the free tenants' checks parse nothing.
-    pub fn feature_verdict(
+    /// Whether the tenant has `feature` (with `count` repos or developers), and its effective
+    /// tier: the access table's verdict plus what Stripe's Entitlements grant. Asked before every
+    /// workflow run, so it reads the tenant's access facts, which the store keeps in memory while
+    /// they are fresh; the rules themselves are applied now, so time alone (a grace period ending)
+    /// never waits for the cache.
+    pub async fn access(
         &self,
-        row: Option<&TenantRow>,
-        effective: &Effective,
+        tenant_id: &str,
         feature: crate::domain::access::Feature,
         count: Option<i64>,
-    ) -> crate::domain::access::Verdict {
-        let granted = match row {
-            Some(r) if effective.tier.is_paid() && feature.lookup_key().is_some() => r.granted_features(),
-            _ => Vec::new(),
-        };
-        let seats = row.and_then(|r| r.stripe_seat_count);
-        crate::domain::access::verdict(effective, feature, count, seats, &granted)
+    ) -> BillingResult<(Effective, crate::domain::access::Verdict)> {
+        let facts = self.store.access_facts(tenant_id).await?;
+        let effective = self.effective(&facts.state);
+        let verdict = crate::domain::access::verdict(&effective, feature, count, facts.seats, &facts.granted);
+        Ok((effective, verdict))
     }
 
     pub fn billing_frozen(&self) -> bool {

@@ -60,8 +60,7 @@ impl<G: Gate> FromRequestParts<AppState> for RequireFeature<G> {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let auth = TenantAuth::from_request_parts(parts, state).await?;
-        let (row, effective) = state.tenant_effective(auth.tenant_id()).await?;
-        let v = state.feature_verdict(row.as_ref(), &effective, G::FEATURE, None);
+        let (effective, v) = state.access(auth.tenant_id(), G::FEATURE, None).await?;
         let upgrade_url = state.config.upgrade_url();
         match (v.allowed, v.lapsed, effective.reason) {
             (true, _, _) => {

@@ -166,8 +166,7 @@ pub async fn access(
         return Err(ApiError::invalid("count is required for connected_repos and seats"));
     }
     // An unknown tenant is answered as a new free tenant: Hydra may not have announced it yet.
-    let (row, effective) = state.tenant_effective(id.as_str()).await?;
-    let verdict = state.feature_verdict(row.as_ref(), &effective, feature, count);
+    let (effective, verdict) = state.access(id.as_str(), feature, count).await?;
     Ok(Json(AccessAnswer {
         allowed: verdict.allowed,
         reason: verdict.reason,

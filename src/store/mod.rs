@@ -7,6 +7,7 @@
 //! (times are Unix seconds in BIGINT columns), and [`with_db!`] expands the same block for
 //! each pool type. A transaction is opened the same way, so code inside reads as plain sqlx.
 
+mod cache;
 mod events;
 mod ops;
 mod outbox;
@@ -14,6 +15,7 @@ mod quotes;
 mod tenants;
 mod usage;
 
+pub use cache::AccessFacts;
 pub use events::{EventRow, EventStats, NewEvent, StoredEvent};
 pub use ops::IntegrityCounts;
 pub use outbox::{NewMail, PendingMail};
@@ -119,9 +121,17 @@ async fn has_room(conn: &mut sqlx::SqliteConnection) -> bool {
     pages < limit || free > 0
 }
 
-/// The store: SQLite by default, PostgreSQL when several replicas share one database.
+/// The store: SQLite by default, PostgreSQL when several replicas share one database; clones
+/// share the pool and the access cache.
 #[derive(Clone, Debug)]
-pub enum Store {
+pub struct Store {
+    db: Db,
+    cache: std::sync::Arc<cache::AccessCache>,
+}
+
+/// The database a store talks to.
+#[derive(Clone, Debug)]
+pub enum Db {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
@@ -131,14 +141,26 @@ pub enum Store {
 #[macro_export]
 macro_rules! with_db {
     ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            $crate::store::Store::Sqlite($pool) => $body,
-            $crate::store::Store::Postgres($pool) => $body,
+        match $db.db() {
+            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Postgres($pool) => $body,
         }
     };
 }
 
 impl Store {
+    fn new(db: Db) -> Store {
+        // One process writes a SQLite file, so its own forgets suffice; PostgreSQL replicas turn
+        // the cache on only while they hear each other's (see `listen_for_changes`).
+        let on = matches!(db, Db::Sqlite(_));
+        Store { db, cache: std::sync::Arc::new(cache::AccessCache::new(on)) }
+    }
+
+    /// The database behind the store ([`with_db!`] matches on it).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// Connects to `sqlite://PATH` (created if missing, WAL) or `postgres://…`.
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
         if url.starts_with("sqlite:") {
@@ -155,7 +177,7 @@ impl Store {
                 .connect_with(options)
                 .await
                 .context("cannot open the SQLite database")?;
-            Ok(Store::Sqlite(pool))
+            Ok(Store::new(Db::Sqlite(pool)))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options =
                 PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid postgres URL")?;
@@ -176,13 +198,13 @@ impl Store {
             .connect_with(options)
             .await
             .context("cannot connect to PostgreSQL")?;
-        Ok(Store::Postgres(pool))
+        Ok(Store::new(Db::Postgres(pool)))
     }
 
     /// A new PostgreSQL schema in this database and a store whose connections work inside it: an
     /// isolated database within a shared one (preflight's scratch copy, each test, each bench).
     pub async fn with_new_schema(&self, schema: &str) -> anyhow::Result<Store> {
-        let Store::Postgres(pool) = self else { bail!("schemas are a PostgreSQL feature") };
+        let Db::Postgres(pool) = &self.db else { bail!("schemas are a PostgreSQL feature") };
         if schema.is_empty()
             || !schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         {
@@ -195,7 +217,7 @@ impl Store {
 
     /// Drops a schema [`Store::with_new_schema`] made, with everything in it.
     pub async fn drop_schema(&self, schema: &str) -> anyhow::Result<()> {
-        let Store::Postgres(pool) = self else { bail!("schemas are a PostgreSQL feature") };
+        let Db::Postgres(pool) = &self.db else { bail!("schemas are a PostgreSQL feature") };
         if !schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
             bail!("a schema name is lowercase letters, digits and '_'");
         }
@@ -206,9 +228,9 @@ impl Store {
     }
 
     pub fn kind(&self) -> &'static str {
-        match self {
-            Store::Sqlite(_) => "sqlite",
-            Store::Postgres(_) => "postgres",
+        match self.db {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
         }
     }
 
@@ -219,8 +241,8 @@ impl Store {
     /// a read-only or recovering server refuses.
     pub async fn can_write(&self) -> bool {
         const WITHIN: Duration = Duration::from_secs(2);
-        match self {
-            Store::Sqlite(pool) => {
+        match &self.db {
+            Db::Sqlite(pool) => {
                 let Ok(Ok(mut conn)) = tokio::time::timeout(WITHIN, pool.acquire()).await else {
                     return false;
                 };
@@ -250,7 +272,7 @@ impl Store {
                 }
                 committed
             }
-            Store::Postgres(pool) => matches!(
+            Db::Postgres(pool) => matches!(
                 tokio::time::timeout(WITHIN, sqlx::query("SELECT txid_current()").execute(pool)).await,
                 Ok(Ok(_))
             ),

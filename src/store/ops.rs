@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 
-use super::{Store, StoreResult};
+use super::{Db, Store, StoreResult};
 use crate::domain::clock::Timestamp;
 use crate::with_db;
 
@@ -134,15 +134,15 @@ impl Store {
     pub async fn rollback_round_trip_on_copy(&self) -> anyhow::Result<()> {
         let scratch = format!("hydra_preflight_{}", uuid::Uuid::new_v4().simple());
         let result: anyhow::Result<()> = async {
-            let copy = match self {
-                Store::Sqlite(pool) => {
+            let copy = match &self.db {
+                Db::Sqlite(pool) => {
                     let path = std::env::temp_dir().join(format!("{scratch}.db"));
                     sqlx::query(sqlx::AssertSqlSafe(format!("VACUUM INTO '{}'", path.display())))
                         .execute(pool)
                         .await?;
                     Store::connect(&format!("sqlite://{}", path.display())).await?
                 }
-                Store::Postgres(_) => self.with_new_schema(&scratch).await?,
+                Db::Postgres(_) => self.with_new_schema(&scratch).await?,
             };
             let outcome = async {
                 copy.migrate_up().await?;
@@ -154,13 +154,13 @@ impl Store {
             outcome
         }
         .await;
-        match self {
-            Store::Sqlite(_) => {
+        match &self.db {
+            Db::Sqlite(_) => {
                 for suffix in ["", "-wal", "-shm"] {
                     let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{scratch}.db{suffix}")));
                 }
             }
-            Store::Postgres(_) => {
+            Db::Postgres(_) => {
                 let _ = self.drop_schema(&scratch).await;
             }
         }

@@ -4,7 +4,9 @@
 
 use serde_json::{Value, json};
 
-use super::{Store, StoreError, StoreResult, insert_audit};
+use std::sync::Arc;
+
+use super::{AccessFacts, Db, Store, StoreError, StoreResult, insert_audit};
 use crate::domain::access::{BillingState, Tier};
 use crate::domain::clock::Timestamp;
 use crate::with_db;
@@ -60,7 +62,20 @@ pub struct TenantRow {
     pub checkout_session_id: Option<String>,
 }
 
+/// The channel replicas announce tenant changes on (the payload is the tenant id).
+const CHANGES_CHANNEL: &str = "hydra_tenant_changed";
+
 impl TenantRow {
+    /// The columns the access answer reads, with the granted features parsed.
+    pub fn access_facts(&self) -> AccessFacts {
+        AccessFacts {
+            known: true,
+            state: self.billing_state(),
+            seats: self.stripe_seat_count,
+            granted: self.granted_features(),
+        }
+    }
+
     /// What the access rules read from this row.
     pub fn billing_state(&self) -> BillingState {
         BillingState {
@@ -284,7 +299,7 @@ impl Store {
         let tier = plan.tier.map(Tier::as_str);
         let contract_ends_at = plan.tier.and(plan.contract_ends_at);
         let reason = Some(plan.reason).filter(|_| tier.is_some());
-        with_db!(self, |pool| {
+        let after = with_db!(self, |pool| {
             let mut tx = pool.begin().await?;
             let before: Option<TenantRow> =
                 sqlx::query_as(LOCK_SQL).bind(id).fetch_optional(&mut *tx).await?;
@@ -314,8 +329,10 @@ impl Store {
                 at = now
             )?;
             tx.commit().await?;
-            Ok(after)
-        })
+            Ok::<_, StoreError>(after)
+        })?;
+        self.tenant_changed(id).await;
+        Ok(after)
     }
 
     /// Records the tenant's Stripe customer unless it has one already; returns the one it has.
@@ -431,7 +448,61 @@ impl Store {
                 .await
                 .map(|r| r.rows_affected())
         })?;
+        self.tenant_changed(id).await;
         Ok(())
+    }
+
+    /// What the access answer reads of a tenant: from memory while fresh (see `store::cache`),
+    /// otherwise read and kept. An unknown tenant reads as a new free one.
+    pub async fn access_facts(&self, id: &str) -> StoreResult<Arc<AccessFacts>> {
+        if let Some(facts) = self.cache.get(id) {
+            return Ok(facts);
+        }
+        let started = self.cache.begin_load();
+        let facts = Arc::new(self.tenant(id).await?.map(|r| r.access_facts()).unwrap_or_default());
+        self.cache.put(id, facts.clone(), started);
+        Ok(facts)
+    }
+
+    /// Called after a committed write of a column the access answer reads: forgets the tenant
+    /// here at once, and on PostgreSQL tells the other replicas. Every store function writing
+    /// such a column calls it (a source test checks).
+    pub async fn tenant_changed(&self, id: &str) {
+        self.cache.forget(id);
+        if let Db::Postgres(pool) = &self.db
+            && let Err(e) =
+                sqlx::query("SELECT pg_notify($1, $2)").bind(CHANGES_CHANNEL).bind(id).execute(pool).await
+        {
+            // The other replicas see the change when their entry's TTL runs out.
+            tracing::warn!(error = %e, "could not announce a tenant change to the other replicas");
+        }
+    }
+
+    /// PostgreSQL: hears the other replicas' tenant changes and forgets them here; the access
+    /// cache is on only while listening, so a lost connection (and the notifications missed
+    /// while it was down) never leaves a stale answer. Runs until its task is stopped; returns
+    /// at once on SQLite.
+    pub async fn listen_for_changes(self) {
+        let Db::Postgres(pool) = &self.db else { return };
+        loop {
+            if let Ok(mut listener) = sqlx::postgres::PgListener::connect_with(pool).await
+                && listener.listen(CHANGES_CHANNEL).await.is_ok()
+            {
+                self.cache.set_enabled(true);
+                // `None`: the connection dropped; start over with a new one.
+                while let Ok(Some(notification)) = listener.try_recv().await {
+                    self.cache.forget(notification.payload());
+                }
+                tracing::warn!("lost the tenant-change listener; the access cache is off until it is back");
+            }
+            self.cache.set_enabled(false);
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Whether access answers may come from memory now (tests and metrics read it).
+    pub fn access_cache_on(&self) -> bool {
+        self.cache.is_enabled()
     }
 
     /// Takes (`until = Some`) or gives back (`None`) the lease on a customer's event processing;
@@ -469,7 +540,7 @@ impl Store {
         now: Timestamp,
         decide: impl FnOnce(&TenantRow) -> SyncWrite,
     ) -> StoreResult<bool> {
-        with_db!(self, |pool| {
+        let changed = with_db!(self, |pool| {
             let mut tx = pool.begin().await?;
             let row: TenantRow = sqlx::query_as(LOCK_SQL).bind(id).fetch_one(&mut *tx).await?;
             let before = BillingColumns::of(&row);
@@ -512,8 +583,12 @@ impl Store {
                 super::outbox::insert_mail!(&mut *tx, mail, now)?;
             }
             tx.commit().await?;
-            Ok(changed)
-        })
+            Ok::<_, StoreError>(changed)
+        })?;
+        if changed {
+            self.tenant_changed(id).await;
+        }
+        Ok(changed)
     }
 
     /// The `period-end` and `grace-expiry` tidy: tenants whose paid access has ended by the
@@ -553,9 +628,12 @@ impl Store {
                 )?;
             }
             tx.commit().await?;
-            Ok::<_, sqlx::Error>(rows.len() as u64)
+            Ok::<_, sqlx::Error>(rows)
         })?;
-        Ok(n)
+        for (id, _, _) in &n {
+            self.tenant_changed(id).await;
+        }
+        Ok(n.len() as u64)
     }
 }
 

@@ -238,6 +238,62 @@ fn only_the_store_writes_sql_and_only_cli_reaches_the_simulator() {
     assert!(broken.is_empty(), "outside their layer:\n{}", broken.join("\n"));
 }
 
+/// The columns the access answer reads (`TenantRow::access_facts`).
+const ACCESS_COLUMNS: [&str; 11] = [
+    "plan_tier",
+    "stripe_subscription_status",
+    "stripe_current_period_end",
+    "cancel_at_period_end",
+    "cancel_at",
+    "cancellation_reason",
+    "grace_started_at",
+    "manual_plan_tier",
+    "manual_contract_ends_at",
+    "stripe_seat_count",
+    "entitlements",
+];
+
+/// The store functions whose `UPDATE tenants SET …` sets a column of [`ACCESS_COLUMNS`].
+fn access_writers(source: &str) -> Vec<(String, bool)> {
+    let mut found = Vec::new();
+    let starts: Vec<usize> = source.match_indices("    pub async fn ").map(|(i, _)| i).collect();
+    for (n, start) in starts.iter().enumerate() {
+        let body = &source[*start..starts.get(n + 1).copied().unwrap_or(source.len())];
+        let name = body["    pub async fn ".len()..].split(['(', '<']).next().unwrap_or_default().to_owned();
+        let sets_access = body.match_indices("UPDATE tenants SET").any(|(i, _)| {
+            let rest = &body[i + "UPDATE tenants SET".len()..];
+            let set_list = &rest[..rest.find("WHERE").unwrap_or(rest.len())];
+            ACCESS_COLUMNS.iter().any(|c| set_list.contains(&format!("{c} =")))
+        });
+        if sets_access {
+            found.push((name, body.contains("self.tenant_changed(")));
+        }
+    }
+    found
+}
+
+/// The access cache is never stale after a write on this process: every store function that
+/// writes a column the access answer reads tells the store so (`tenant_changed`).
+#[test]
+fn every_write_of_an_access_column_forgets_the_cached_answer() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src/store"), &mut files);
+    let mut writers = Vec::new();
+    for file in files {
+        writers.extend(access_writers(&std::fs::read_to_string(&file).unwrap()));
+    }
+    let silent: Vec<_> = writers.iter().filter(|(_, tells)| !tells).map(|(n, _)| n.clone()).collect();
+    assert!(silent.is_empty(), "write access columns without tenant_changed: {silent:?}");
+    let names: Vec<_> = writers.iter().map(|(n, _)| n.as_str()).collect();
+    for known in ["set_manual_plan", "apply_sync", "expire_paid_access", "set_entitlements"] {
+        assert!(names.contains(&known), "the scan sees {known}: {names:?}");
+    }
+    // The scan itself: a writer that does not tell is caught.
+    let sample = "    pub async fn sneaky(&self) {\n        \"UPDATE tenants SET plan_tier = 'team' WHERE id = $1\"\n    }\n";
+    assert_eq!(access_writers(sample), vec![("sneaky".to_owned(), false)]);
+}
+
 /// The rule checker itself: a forbidden name in code is found, the same name in a comment is not.
 #[test]
 fn the_layering_check_sees_code_and_ignores_comments() {

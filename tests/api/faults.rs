@@ -13,7 +13,7 @@ use crate::helpers::{TestApp, eventually, spawn_app};
 /// Sets `PRAGMA max_page_count` on every connection of the pool (the pragma is per connection):
 /// holding all of them at once guarantees none is missed.
 async fn limit_pages(db: &Store, pages: Option<i64>) {
-    let Store::Sqlite(pool) = db else { return };
+    let hydra_billing::store::Db::Sqlite(pool) = db.db() else { return };
     let mut held = Vec::new();
     for _ in 0..pool.options().get_max_connections() {
         held.push(tokio::time::timeout(Duration::from_secs(10), pool.acquire()).await.unwrap().unwrap());
@@ -28,7 +28,7 @@ async fn limit_pages(db: &Store, pages: Option<i64>) {
 }
 
 async fn page_count(db: &Store) -> i64 {
-    let Store::Sqlite(pool) = db else { return 0 };
+    let hydra_billing::store::Db::Sqlite(pool) = db.db() else { return 0 };
     let (pages,): (i64,) = sqlx::query_as("PRAGMA page_count").fetch_one(pool).await.unwrap();
     pages
 }

@@ -241,10 +241,14 @@ impl TestApp {
             .map(|r| r.rows_affected())
         })
         .unwrap();
+        // Written behind the store's back: tell it, as its own writes do.
+        self.db.tenant_changed(tenant).await;
     }
 
+    /// Runs SQL about one tenant (`$1`) behind the store's back, then tells the store.
     pub async fn exec(&self, sql: &'static str, tenant: &str) {
         with_db!(&self.db, |pool| sqlx::query(sql).bind(tenant).execute(pool).await.map(|_| ())).unwrap();
+        self.db.tenant_changed(tenant).await;
     }
 
     pub async fn tenant(&self, id: &str) -> hydra_billing::store::TenantRow {

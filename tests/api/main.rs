@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod access;
+mod access_cache;
 mod admin;
 mod architecture;
 mod auth;

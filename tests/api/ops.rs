@@ -49,7 +49,7 @@ async fn metrics_need_the_service_token_and_count_requests_and_reservations() {
 #[tokio::test]
 async fn readiness_fails_while_no_write_can_commit_and_recovers() {
     let app = spawn_app().await;
-    let hydra_billing::store::Store::Sqlite(pool) = &app.db else { return };
+    let hydra_billing::store::Db::Sqlite(pool) = app.db.db() else { return };
     let mut holder = pool.acquire().await.unwrap();
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *holder).await.unwrap();
     let started = std::time::Instant::now();
