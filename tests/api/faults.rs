@@ -243,7 +243,7 @@ async fn full_disk_drill(app: &TestApp, fill: impl AsyncFn(), refill: impl Async
 }
 
 /// The statuses a drill's events may end in once the worker is done with them.
-async fn unsettled_events(db: &Store) -> i64 {
+pub async fn unsettled_events(db: &Store) -> i64 {
     let (n,): (i64,) = with_db!(db, |pool| {
         sqlx::query_as("SELECT COUNT(*) FROM stripe_events WHERE status IN ('received', 'processing')")
             .fetch_one(pool)

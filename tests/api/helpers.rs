@@ -656,15 +656,7 @@ impl TestApp {
     }
 
     pub async fn metrics_text(&self) -> String {
-        self.client
-            .get(self.url("/metrics"))
-            .bearer_auth(SERVICE_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        metrics_text(&self.client, &self.base).await
     }
 
     pub async fn drain(&self) -> usize {
@@ -786,4 +778,17 @@ impl Drop for SmtpSink {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `/metrics` of the service at `base`, read with the service token.
+pub async fn metrics_text(client: &reqwest::Client, base: &str) -> String {
+    client
+        .get(format!("{base}/metrics"))
+        .bearer_auth(SERVICE_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }

@@ -7,14 +7,11 @@ use std::time::{Duration, Instant};
 
 use hydra_billing::domain::clock::Clock;
 use hydra_billing::http::auth::{self, MintRequest, Role};
-use hydra_billing::with_db;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::cli::Serve;
-use crate::helpers::{
-    AUTH_SECRET, DAY, SERVICE_TOKEN, SmtpSink, WEBHOOK_SECRET, eventually, spawn_with_stripe,
-};
+use crate::helpers::{AUTH_SECRET, DAY, SmtpSink, WEBHOOK_SECRET, eventually, spawn_with_stripe};
 use crate::stripe_proxy::StripeProxy;
 
 /// A tenant token valid now on the wall clock (the replicas run on the system clock).
@@ -35,15 +32,7 @@ fn token(tenant: &str) -> String {
 
 /// Job runs per job name, read from one replica's `/metrics`.
 async fn job_runs(client: &reqwest::Client, base: &str) -> HashMap<String, f64> {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .bearer_auth(SERVICE_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::helpers::metrics_text(client, base).await;
     let mut runs = HashMap::new();
     for line in text.lines().filter(|l| l.starts_with("hydra_job_runs_total{")) {
         let job = line.split("job=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_default();
@@ -51,16 +40,6 @@ async fn job_runs(client: &reqwest::Client, base: &str) -> HashMap<String, f64> 
         *runs.entry(job.to_owned()).or_default() += value;
     }
     runs
-}
-
-async fn events_unsettled(db: &hydra_billing::store::Store) -> i64 {
-    let (n,): (i64,) = with_db!(db, |pool| {
-        sqlx::query_as("SELECT COUNT(*) FROM stripe_events WHERE status IN ('received', 'processing')")
-            .fetch_one(pool)
-            .await
-    })
-    .unwrap();
-    n
 }
 
 /// Two replicas on one PostgreSQL database, webhooks delivered to either at random (each twice),
@@ -171,7 +150,8 @@ async fn two_replicas_on_one_database_share_the_work_and_do_nothing_twice() {
         assert_eq!(status.unwrap(), StatusCode::OK);
     }
     assert!(
-        eventually(Duration::from_secs(60), async || events_unsettled(&s.app.db).await == 0).await,
+        eventually(Duration::from_secs(60), async || crate::faults::unsettled_events(&s.app.db).await == 0)
+            .await,
         "both workers together process every event"
     );
     // (sub0's grace is judged on the replicas' wall clock, months past the test clock's renewal,
