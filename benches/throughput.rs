@@ -1,6 +1,7 @@
 //! Throughput benchmarks (not tests): access checks (with their p99) and reserve+commit per second
 //! over HTTP from 32 clients, each beside a baseline measured in the same run (a bare axum
-//! endpoint; a bare single-row UPDATE), and the reset job's time for 100,000 due tenants. SQLite always; PostgreSQL when
+//! endpoint; a bare single-row UPDATE), the webhook intake beside an endpoint that only verifies
+//! and parses, and the reset job's time for 100,000 due tenants. SQLite always; PostgreSQL when
 //! HYDRA_BENCH_POSTGRES_URL is set. Run: `cargo bench --bench throughput`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -68,6 +69,60 @@ where
     (rate, p99)
 }
 
+/// The webhook intake's floor: an axum POST that checks the signature and parses the event,
+/// as the intake must before it stores anything, and answers 200.
+async fn verify_and_parse() -> String {
+    use axum::routing::post;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let secrets = Arc::new(vec![hydra_billing::config::Secret::new("whsec_fake_bench")]);
+    let app = Router::new().route(
+        "/",
+        post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let secrets = secrets.clone();
+            async move {
+                let header = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
+                let verified = hydra_billing::http::webhooks::verify_signature(
+                    header,
+                    &body,
+                    &secrets,
+                    Clock::System.now(),
+                );
+                let parsed = serde_json::from_slice::<serde_json::Value>(&body).is_ok();
+                if verified.is_ok() && parsed {
+                    axum::http::StatusCode::OK
+                } else {
+                    axum::http::StatusCode::BAD_REQUEST
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+/// Signed, distinct events posted to `url` from the bench's clients: (rate, p99).
+async fn post_events(url: String) -> (f64, Duration) {
+    let client = reqwest::Client::new();
+    let counter = Arc::new(AtomicU64::new(0));
+    timed(move || {
+        let (client, url, counter) = (client.clone(), url.clone(), counter.clone());
+        async move {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            let body = serde_json::to_vec(&serde_json::json!({
+                "id": format!("evt_intake_{n}_{}", uuid::Uuid::new_v4().simple()), "type": "invoice.paid",
+                "livemode": false, "created": 1,
+                "data": {"object": {"object": "invoice", "id": "in_i", "customer": "cus_intake"}},
+            }))
+            .unwrap();
+            let header = stripe_sim::signature_header("whsec_fake_bench", Clock::System.now(), &body);
+            let r = client.post(&url).header("stripe-signature", header).body(body).send().await.unwrap();
+            assert!(r.status().is_success());
+        }
+    })
+    .await
+}
+
 /// The round with the median rate (its p99 with it).
 fn median(mut rounds: Vec<(f64, Duration)>) -> (f64, Duration) {
     rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -85,6 +140,8 @@ async fn bare_axum() -> String {
 struct Row {
     db: &'static str,
     webhooks: f64,
+    intake: (f64, Duration),
+    intake_floor: (f64, Duration),
     access: f64,
     access_p99: Duration,
     bare_http: f64,
@@ -258,6 +315,17 @@ async fn bench_db(name: &'static str, db: Store, bare_base: &str) -> Row {
         .await
     };
 
+    // Intake alone (verify, store, answer; no worker running), beside its floor, alternating.
+    let floor_base = verify_and_parse().await;
+    let mut intake_rounds = Vec::new();
+    let mut floor_rounds = Vec::new();
+    for _ in 0..3 {
+        floor_rounds.push(post_events(format!("{floor_base}/")).await);
+        intake_rounds.push(post_events(format!("{base}/api/webhooks/stripe")).await);
+    }
+    let (intake, intake_floor) = (median(intake_rounds), median(floor_rounds));
+    with_db!(&db, |pool| sqlx::query("DELETE FROM stripe_events").execute(pool).await.map(|_| ())).unwrap();
+
     let webhooks = bench_webhooks(&state, &base, &sim.base_url, &prices).await;
 
     // 100,000 tenants whose window has ended, made set-based, then one reset job run.
@@ -280,6 +348,8 @@ async fn bench_db(name: &'static str, db: Store, bare_base: &str) -> Row {
     Row {
         db: name,
         webhooks,
+        intake,
+        intake_floor,
         access,
         access_p99,
         bare_http,
@@ -308,7 +378,7 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:<9} {:>10} {:>9} {:>11} {:>9} {:>6} {:>14} {:>11} {:>6} {:>11} {:>10} {:>7}",
+        "{:<9} {:>10} {:>9} {:>11} {:>9} {:>6} {:>14} {:>11} {:>6} {:>11} {:>10}",
         "db",
         "access/s",
         "p99",
@@ -319,13 +389,12 @@ async fn main() {
         "bare upd/s",
         "ratio",
         "reset 100k",
-        "webhooks/s",
-        "ratio"
+        "webhooks/s"
     );
     let ms = |d: Duration| format!("{:.2}ms", d.as_secs_f64() * 1000.0);
-    for r in rows {
+    for r in &rows {
         println!(
-            "{:<9} {:>10.0} {:>9} {:>11.0} {:>9} {:>6.2} {:>14.0} {:>11.0} {:>6.2} {:>10.2}s {:>10.0} {:>7.3}",
+            "{:<9} {:>10.0} {:>9} {:>11.0} {:>9} {:>6.2} {:>14.0} {:>11.0} {:>6.2} {:>10.2}s {:>10.0}",
             r.db,
             r.access,
             ms(r.access_p99),
@@ -337,7 +406,21 @@ async fn main() {
             r.reserve_commit / r.bare_update,
             r.reset_100k.as_secs_f64(),
             r.webhooks,
-            r.webhooks / r.bare_http
+        );
+    }
+    println!(
+        "\n{:<9} {:>10} {:>9} {:>16} {:>9} {:>6}",
+        "db", "intake/s", "p99", "verify+parse/s", "p99", "ratio"
+    );
+    for r in &rows {
+        println!(
+            "{:<9} {:>10.0} {:>9} {:>16.0} {:>9} {:>6.2}",
+            r.db,
+            r.intake.0,
+            ms(r.intake.1),
+            r.intake_floor.0,
+            ms(r.intake_floor.1),
+            r.intake.0 / r.intake_floor.0
         );
     }
 }
