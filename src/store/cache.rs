@@ -25,11 +25,10 @@ pub const TTL: Duration = Duration::from_secs(2);
 /// Entries kept at most; past it the cache starts over (bounded memory with any tenant count).
 const CAPACITY: usize = 50_000;
 
-/// What the access answer reads of a tenant; `known: false` for a tenant not announced yet
+/// What the access answer reads of a tenant; the default for a tenant not announced yet
 /// (answered as a new free tenant).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AccessFacts {
-    pub known: bool,
     pub state: BillingState,
     pub seats: Option<i64>,
     /// Lookup keys of the features Stripe's Entitlements grant, parsed once at load.
@@ -144,7 +143,7 @@ mod tests {
     use super::*;
 
     fn facts(seats: i64) -> Arc<AccessFacts> {
-        Arc::new(AccessFacts { known: true, seats: Some(seats), ..AccessFacts::default() })
+        Arc::new(AccessFacts { seats: Some(seats), ..AccessFacts::default() })
     }
 
     #[test]

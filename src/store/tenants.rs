@@ -69,7 +69,6 @@ impl TenantRow {
     /// The columns the access answer reads, with the granted features parsed.
     pub fn access_facts(&self) -> AccessFacts {
         AccessFacts {
-            known: true,
             state: self.billing_state(),
             seats: self.stripe_seat_count,
             granted: self.granted_features(),

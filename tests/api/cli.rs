@@ -113,18 +113,23 @@ pub struct Serve {
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
     logged: Vec<String>,
     pub port: u16,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Serve {
     fn start() -> Serve {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("b.db").display());
-        Serve::start_on(&url, &[], dir)
+        Serve::spawn(&url, &[], Some(dir))
     }
 
-    /// `serve` on `database_url` with the test environment plus `env`; `dir` lives as long as it.
-    pub fn start_on(database_url: &str, env: &[(&str, &str)], dir: tempfile::TempDir) -> Serve {
+    /// `serve` on `database_url` with the test environment plus `env`.
+    pub fn start_on(database_url: &str, env: &[(&str, &str)]) -> Serve {
+        Serve::spawn(database_url, env, None)
+    }
+
+    /// `dir`, when given, holds the database and lives as long as the process.
+    fn spawn(database_url: &str, env: &[(&str, &str)], dir: Option<tempfile::TempDir>) -> Serve {
         use std::io::{BufRead, BufReader, Read};
         let mut child = bin()
             .envs(crate::helpers::test_env())

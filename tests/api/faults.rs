@@ -72,19 +72,27 @@ async fn write_round(app: &TestApp, tag: &str, log: &mut Vec<(Write, StatusCode)
     }
 }
 
-/// Free tenants whose counters differ from their committed reservations (the ledger).
-pub async fn ledger_mismatches(db: &Store) -> i64 {
+/// `SELECT COUNT(*) …` with `$1` bound to `arg` when given.
+async fn count(db: &Store, sql: &str, arg: Option<&str>) -> i64 {
     let (n,): (i64,) = with_db!(db, |pool| {
-        sqlx::query_as(
-            "SELECT COUNT(*) FROM tenants t WHERE t.free_tier_fixes_used <> (SELECT COUNT(*) \
-             FROM usage_reservations r WHERE r.tenant_id = t.id AND r.metric = 'fix' \
-             AND r.tier = 'free' AND r.status = 'committed')",
-        )
+        let query = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()));
+        match arg {
+            Some(a) => query.bind(a.to_owned()),
+            None => query,
+        }
         .fetch_one(pool)
         .await
     })
     .unwrap();
     n
+}
+
+/// Free tenants whose counters differ from their committed reservations (the ledger).
+pub async fn ledger_mismatches(db: &Store) -> i64 {
+    let sql = "SELECT COUNT(*) FROM tenants t WHERE t.free_tier_fixes_used <> (SELECT COUNT(*) \
+               FROM usage_reservations r WHERE r.tenant_id = t.id AND r.metric = 'fix' \
+               AND r.tier = 'free' AND r.status = 'committed')";
+    count(db, sql, None).await
 }
 
 async fn in_db(db: &Store, what: &Write) -> bool {
@@ -96,9 +104,15 @@ async fn in_db(db: &Store, what: &Write) -> bool {
             ("SELECT COUNT(*) FROM usage_reservations WHERE id = $1 AND status = 'committed'", id)
         }
     };
-    let (n,): (i64,) =
-        with_db!(db, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_one(pool).await).unwrap();
-    n == 1
+    count(db, sql, Some(id)).await == 1
+}
+
+/// Whether `/readyz` answers 200 within `deadline`.
+async fn ready_within(app: &TestApp, deadline: Duration) -> bool {
+    eventually(deadline, async || {
+        app.client.get(app.url("/readyz")).send().await.unwrap().status() == StatusCode::OK
+    })
+    .await
 }
 
 /// SQLite's page limit reached (`max_page_count`, deterministic, no real disk needed): requests
@@ -216,13 +230,7 @@ async fn full_disk_drill(app: &TestApp, fill: impl AsyncFn(), refill: impl Async
     // Space comes back; the same process carries on.
     free().await;
     let back = Instant::now();
-    assert!(
-        eventually(Duration::from_secs(10), async || {
-            app.client.get(app.url("/readyz")).send().await.unwrap().status() == StatusCode::OK
-        })
-        .await,
-        "ready again without a restart"
-    );
+    assert!(ready_within(app, Duration::from_secs(10)).await, "ready again without a restart");
     for i in 0..5 {
         let before = log.len();
         write_round(app, &format!("after_{i}"), &mut log).await;
@@ -244,29 +252,17 @@ async fn full_disk_drill(app: &TestApp, fill: impl AsyncFn(), refill: impl Async
 
 /// The statuses a drill's events may end in once the worker is done with them.
 pub async fn unsettled_events(db: &Store) -> i64 {
-    let (n,): (i64,) = with_db!(db, |pool| {
-        sqlx::query_as("SELECT COUNT(*) FROM stripe_events WHERE status IN ('received', 'processing')")
-            .fetch_one(pool)
-            .await
-    })
-    .unwrap();
-    n
+    count(db, "SELECT COUNT(*) FROM stripe_events WHERE status IN ('received', 'processing')", None).await
 }
 
 /// Free tenants with more committed fixes than the free tier allows.
 async fn tenants_over_the_limit(db: &Store) -> i64 {
     let limit = hydra_billing::domain::catalogue::Metric::Fix.free_limit();
-    let (n,): (i64,) = with_db!(db, |pool| {
-        sqlx::query_as(
-            "SELECT COUNT(*) FROM (SELECT tenant_id FROM usage_reservations WHERE metric = 'fix' \
-             AND tier = 'free' AND status = 'committed' GROUP BY tenant_id HAVING COUNT(*) > $1) o",
-        )
-        .bind(limit)
-        .fetch_one(pool)
-        .await
-    })
-    .unwrap();
-    n
+    let sql = format!(
+        "SELECT COUNT(*) FROM (SELECT tenant_id FROM usage_reservations WHERE metric = 'fix' \
+         AND tier = 'free' AND status = 'committed' GROUP BY tenant_id HAVING COUNT(*) > {limit}) o"
+    );
+    count(db, &sql, None).await
 }
 
 /// kill -9 in the middle of a burst of distinct signed webhooks and of racing reserve/commit
@@ -276,7 +272,7 @@ async fn tenants_over_the_limit(db: &Store) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_burst_loses_nothing_that_was_answered() {
     let test_db = crate::helpers::fresh_db().await;
-    let serve = crate::cli::Serve::start_on(&test_db.url, &[], tempfile::tempdir().unwrap());
+    let serve = crate::cli::Serve::start_on(&test_db.url, &[]);
     let base = format!("http://127.0.0.1:{}", serve.port);
     let serve = std::sync::Arc::new(std::sync::Mutex::new(serve));
     let client = reqwest::Client::new();
@@ -292,16 +288,7 @@ async fn kill_9_mid_burst_loses_nothing_that_was_answered() {
                     let id = format!("evt_kill_{worker}_{i}");
                     let mut event = drill_event(&id);
                     event["data"]["object"]["customer"] = json!(format!("cus_kill_{}", i % 7));
-                    let body = serde_json::to_vec(&event).unwrap();
-                    let now = hydra_billing::domain::clock::Clock::System.now();
-                    let signature = stripe_sim::signature_header(crate::helpers::WEBHOOK_SECRET, now, &body);
-                    let sent = client
-                        .post(format!("{base}/api/webhooks/stripe"))
-                        .header("stripe-signature", signature)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await;
+                    let sent = crate::helpers::signed_webhook(&client, &base, &event).send().await;
                     (Write::Event(id), sent.map(|r| r.status().is_success()))
                 } else {
                     // Workers race on the same few tenants, each capped at the free limit.
@@ -350,7 +337,7 @@ async fn kill_9_mid_burst_loses_nothing_that_was_answered() {
     let acknowledged = acknowledged.lock().unwrap().clone();
 
     // A new process on the same database finishes what was stored.
-    let restarted = crate::cli::Serve::start_on(&test_db.url, &[], tempfile::tempdir().unwrap());
+    let restarted = crate::cli::Serve::start_on(&test_db.url, &[]);
     let drained = std::time::Instant::now();
     assert!(
         eventually(Duration::from_secs(60), async || unsettled_events(&test_db.db).await == 0).await,
@@ -492,16 +479,8 @@ async fn a_postgres_outage_is_answered_fast_and_clearly_and_recovers_by_itself()
     pg.stop_now();
     let mut slowest = Duration::ZERO;
     for i in 0..3 {
-        let event = drill_event(&format!("evt_down_{i}"));
-        let body = serde_json::to_vec(&event).unwrap();
-        let now = hydra_billing::domain::clock::Clock::System.now();
-        let signature = stripe_sim::signature_header(crate::helpers::WEBHOOK_SECRET, now, &body);
-        let webhook = app
-            .client
-            .post(app.url("/api/webhooks/stripe"))
-            .header("stripe-signature", signature)
-            .header("content-type", "application/json")
-            .body(body);
+        let webhook =
+            crate::helpers::signed_webhook(&app.client, &app.base, &drill_event(&format!("evt_down_{i}")));
         let requests = [
             webhook,
             app.client
@@ -537,13 +516,7 @@ async fn a_postgres_outage_is_answered_fast_and_clearly_and_recovers_by_itself()
 
     pg.start();
     let back = Instant::now();
-    assert!(
-        eventually(Duration::from_secs(20), async || {
-            app.client.get(app.url("/readyz")).send().await.unwrap().status() == StatusCode::OK
-        })
-        .await,
-        "ready again by itself"
-    );
+    assert!(ready_within(&app, Duration::from_secs(20)).await, "ready again by itself");
     let before = log.len();
     write_round(&app, "up_1", &mut log).await;
     assert!(log[before..].iter().all(|(_, s)| s.is_success()), "{:?}", &log[before..]);

@@ -635,12 +635,21 @@ impl WithStripe {
     }
 }
 
+/// `event` as Stripe posts it to the service at `base`: signed with the test secret, now.
+pub fn signed_webhook(client: &reqwest::Client, base: &str, event: &Value) -> reqwest::RequestBuilder {
+    let body = serde_json::to_vec(event).unwrap();
+    let header = stripe_sim::signature_header(WEBHOOK_SECRET, Clock::System.now(), &body);
+    client
+        .post(format!("{base}/api/webhooks/stripe"))
+        .header("stripe-signature", header)
+        .header("content-type", "application/json")
+        .body(body)
+}
+
 impl TestApp {
     /// Posts `event` to the webhook endpoint signed with the configured secret at the app's time.
     pub async fn deliver(&self, event: &Value) -> StatusCode {
-        let body = serde_json::to_vec(event).unwrap();
-        let header = stripe_sim::signature_header(WEBHOOK_SECRET, Clock::System.now(), &body);
-        self.deliver_raw(&body, Some(&header)).await
+        signed_webhook(&self.client, &self.base, event).send().await.unwrap().status()
     }
 
     pub async fn deliver_raw(&self, body: &[u8], signature: Option<&str>) -> StatusCode {

@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::cli::Serve;
-use crate::helpers::{AUTH_SECRET, DAY, SmtpSink, WEBHOOK_SECRET, eventually, spawn_with_stripe};
+use crate::helpers::{AUTH_SECRET, DAY, SmtpSink, eventually, spawn_with_stripe};
 use crate::stripe_proxy::StripeProxy;
 
 /// A tenant token valid now on the wall clock (the replicas run on the system clock).
@@ -64,10 +64,7 @@ async fn two_replicas_on_one_database_share_the_work_and_do_nothing_twice() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let url = s.app.shared_db().url;
     let started = Instant::now();
-    let replicas = [
-        Serve::start_on(&url, &env, tempfile::tempdir().unwrap()),
-        Serve::start_on(&url, &env, tempfile::tempdir().unwrap()),
-    ];
+    let replicas = [Serve::start_on(&url, &env), Serve::start_on(&url, &env)];
     let bases: Vec<String> = replicas.iter().map(|r| format!("http://127.0.0.1:{}", r.port)).collect();
     let client = reqwest::Client::new();
 
@@ -132,19 +129,8 @@ async fn two_replicas_on_one_database_share_the_work_and_do_nothing_twice() {
     let mut deliveries = tokio::task::JoinSet::new();
     for event in events.iter().chain(events.iter()) {
         let base = bases[rng.below(2) as usize].clone();
-        let (client, body) = (client.clone(), serde_json::to_vec(event).unwrap());
-        deliveries.spawn(async move {
-            let signature = stripe_sim::signature_header(WEBHOOK_SECRET, Clock::System.now(), &body);
-            client
-                .post(format!("{base}/api/webhooks/stripe"))
-                .header("stripe-signature", signature)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        });
+        let request = crate::helpers::signed_webhook(&client, &base, event);
+        deliveries.spawn(async move { request.send().await.unwrap().status() });
     }
     while let Some(status) = deliveries.join_next().await {
         assert_eq!(status.unwrap(), StatusCode::OK);
