@@ -29,9 +29,14 @@ pub fn env() -> HashMap<String, String> {
 }
 
 pub async fn sim_post(base: &str, path: &str, params: &[(&str, &str)]) -> serde_json::Value {
+    sim_post_as("sk_test_fake_bench", base, path, params).await
+}
+
+/// [`sim_post`] with another key (one the simulator's slow conditions leave alone).
+pub async fn sim_post_as(key: &str, base: &str, path: &str, params: &[(&str, &str)]) -> serde_json::Value {
     let r = reqwest::Client::new()
         .post(format!("{base}{path}"))
-        .bearer_auth("sk_test_fake_bench")
+        .bearer_auth(key)
         .form(params)
         .send()
         .await
@@ -41,8 +46,13 @@ pub async fn sim_post(base: &str, path: &str, params: &[(&str, &str)]) -> serde_
 
 /// One metered run of tenant `bench`: reserve, then commit.
 pub async fn reserve_commit(client: &reqwest::Client, base: &str) {
+    reserve_settle(client, base, "bench", "commit").await
+}
+
+/// One run of `tenant`: reserve, then `settle` (`commit` or `release`) the reservation.
+pub async fn reserve_settle(client: &reqwest::Client, base: &str, tenant: &str, settle: &str) {
     let r = client
-        .post(format!("{base}/api/tenants/bench/usage/fix/reserve"))
+        .post(format!("{base}/api/tenants/{tenant}/usage/fix/reserve"))
         .bearer_auth(SERVICE_TOKEN)
         .send()
         .await
@@ -51,7 +61,7 @@ pub async fn reserve_commit(client: &reqwest::Client, base: &str) {
     let body: serde_json::Value = r.json().await.unwrap();
     let id = body["reservation_id"].as_str().unwrap();
     let r = client
-        .post(format!("{base}/api/usage/reservations/{id}/commit"))
+        .post(format!("{base}/api/usage/reservations/{id}/{settle}"))
         .bearer_auth(SERVICE_TOKEN)
         .send()
         .await

@@ -1,5 +1,6 @@
-//! Owns processing stored Stripe events: the worker claims one due event at a time (one customer
-//! at a time across replicas, through a lease on the customer), applies it by fetch-and-sync,
+//! Owns processing stored Stripe events: the worker claims a due event and, under a lease on its
+//! customer (one customer at a time across replicas), the customer's other due events with it,
+//! and applies them all by fetch-and-sync from one read of Stripe,
 //! and retries with back-off into a visible failed state; parked events wait for an operator or
 //! reconciliation. Every log line of an event's processing carries its `event_id` and
 //! `event_type` (the future is instrumented with the event's span).
@@ -10,7 +11,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use super::Billing;
-use super::sync::Outcome;
+use super::sync::{Outcome, Reads};
 use crate::domain::subscription::Retry;
 use crate::store::{QueueAttempt as Attempt, StoredEvent};
 
@@ -22,105 +23,140 @@ pub const MAX_ATTEMPTS: i64 = RETRY.max_attempts;
 /// within about this long.
 const LEASE_SECS: i64 = 15;
 const HEARTBEAT: Duration = Duration::from_secs(5);
+/// At most this many of one customer's events are applied after one read of Stripe.
+const MAX_GROUP: i64 = 100;
 
 pub const STATUSES: [&str; 6] = ["received", "processing", "processed", "failed", "parked", "ignored"];
 
+/// Every log line about an event's processing is inside this span (its id and type), entered
+/// only around synchronous logging or through `instrument`, never held across an await.
+fn event_span(event: &StoredEvent) -> tracing::Span {
+    tracing::info_span!("event", event_id = %event.id, event_type = %event.kind)
+}
+
 impl Billing {
-    /// Processes one due event. Returns false when nothing was due.
-    pub async fn process_next_event(&self) -> anyhow::Result<bool> {
+    /// Processes one due event with its customer's other due events. Returns how many were
+    /// processed, `None` when nothing was due.
+    pub async fn process_next_event(&self) -> anyhow::Result<Option<usize>> {
         // The rollback switch: events are stored, and processed once billing is enabled again.
         if self.billing_frozen() {
-            return Ok(false);
+            return Ok(None);
         }
         let now = self.clock.now();
-        let Some(event) = self.store.claim_event(now, now + LEASE_SECS).await? else { return Ok(false) };
-        let span = tracing::info_span!("event", event_id = %event.id, event_type = %event.kind);
-        self.process_claimed(event).instrument(span).await?;
-        Ok(true)
+        let Some(event) = self.store.claim_event(now, now + LEASE_SECS).await? else { return Ok(None) };
+        Ok(Some(self.process_claimed(event).await?))
     }
 
-    async fn process_claimed(&self, event: StoredEvent) -> anyhow::Result<()> {
+    async fn process_claimed(&self, event: StoredEvent) -> anyhow::Result<usize> {
+        // Given back uncounted when its customer is busy elsewhere.
+        let Some(group) = self.apply_claimed(event).await? else { return Ok(0) };
+        let processed = group.len();
         let now = self.clock.now();
         let parked = |reason: &str| (String::from("parked"), Some(reason.to_owned()), None);
-        let (status, error, next) = match self.apply_claimed(&event).await {
-            Ok(Some(Outcome::Applied)) => ("processed".to_owned(), None, None),
-            Ok(Some(Outcome::Parked(reason))) => {
-                tracing::warn!(reason = %reason, "event parked");
-                parked(&reason)
-            }
-            // Given back uncounted: its customer is busy elsewhere.
-            Ok(None) => return Ok(()),
-            Err(e) => {
-                let message = format!("{e:#}");
-                match RETRY.next_attempt(event.attempts, now) {
-                    Some(next) => {
-                        tracing::warn!(error = %message, attempts = event.attempts, "event will be retried");
-                        ("received".to_owned(), Some(message), Some(next))
-                    }
-                    None => {
-                        tracing::error!(error = %message, "event failed for good");
-                        ("failed".to_owned(), Some(message), None)
+        for (event, result) in group {
+            let (status, error, next) = match result {
+                Ok(Outcome::Applied) => ("processed".to_owned(), None, None),
+                Ok(Outcome::Parked(reason)) => {
+                    event_span(&event).in_scope(|| tracing::warn!(reason = %reason, "event parked"));
+                    parked(&reason)
+                }
+                Err(e) => {
+                    let message = format!("{e:#}");
+                    match RETRY.next_attempt(event.attempts, now) {
+                        Some(next) => {
+                            event_span(&event).in_scope(|| {
+                                tracing::warn!(error = %message, attempts = event.attempts, "event will be retried")
+                            });
+                            ("received".to_owned(), Some(message), Some(next))
+                        }
+                        None => {
+                            event_span(&event)
+                                .in_scope(|| tracing::error!(error = %message, "event failed for good"));
+                            ("failed".to_owned(), Some(message), None)
+                        }
                     }
                 }
-            }
-        };
-        let attempt = Attempt { status: &status, error: error.as_deref(), next_attempt_at: next };
-        self.store.finish_event(&event.id, attempt, self.clock.now()).await?;
-        Ok(())
+            };
+            let attempt = Attempt { status: &status, error: error.as_deref(), next_attempt_at: next };
+            self.store.finish_event(&event.id, attempt, self.clock.now()).await?;
+        }
+        Ok(processed)
     }
 
-    /// Applies a claimed event to its tenant under the customer's lease; `None` when another
-    /// worker holds that lease (the event is given back for a moment).
-    async fn apply_claimed(&self, event: &StoredEvent) -> anyhow::Result<Option<Outcome>> {
+    /// Applies a claimed event to its tenant under the customer's lease, together with the
+    /// customer's other due events (one read of Stripe serves them all), each with its own
+    /// outcome; `None` when another worker holds that lease (the event is given back).
+    async fn apply_claimed(
+        &self,
+        event: StoredEvent,
+    ) -> anyhow::Result<Option<Vec<(StoredEvent, anyhow::Result<Outcome>)>>> {
         let now = self.clock.now();
+        let alone = |event, outcome| Ok(Some(vec![(event, Ok(outcome))]));
         let Some(customer) = event.customer_id.clone() else {
-            return Ok(Some(Outcome::Parked("the event names no customer".into())));
+            return alone(event, Outcome::Parked("the event names no customer".into()));
         };
         let Some(tenant) = self.store.tenant_by_customer(&customer).await? else {
             // Kept, never dropped: reconciliation (or a replay once the tenant exists) picks it up.
-            tracing::warn!(customer = %customer, "no tenant for this customer");
-            return Ok(Some(Outcome::Parked("no tenant has this customer".into())));
+            event_span(&event)
+                .in_scope(|| tracing::warn!(customer = %customer, "no tenant for this customer"));
+            return alone(event, Outcome::Parked("no tenant has this customer".into()));
         };
         if !self.store.lease_customer(&customer, now, Some(now + LEASE_SECS)).await? {
-            tracing::debug!("customer busy elsewhere; event given back");
+            event_span(&event).in_scope(|| tracing::debug!("customer busy elsewhere; event given back"));
             self.store.give_back_event(&event.id, now + 1).await?;
             return Ok(None);
         }
-        let payload: Value = serde_json::from_str(&event.payload).unwrap_or(Value::Null);
-        // The heartbeat renews both leases while the work (Stripe calls included) runs.
+        let mut group = vec![event];
+        group.extend(self.store.claim_customer_events(&customer, now, now + LEASE_SECS, MAX_GROUP).await?);
+        // The heartbeat renews the leases while the work (Stripe calls included) runs.
         let heartbeat = async {
             loop {
                 tokio::time::sleep(HEARTBEAT).await;
                 let until = self.clock.now() + LEASE_SECS;
-                if let Err(e) = self.store.renew_claims(&event.id, &customer, until).await {
-                    tracing::warn!(error = %e, "could not renew the event's lease");
+                if let Err(e) = self.store.renew_claims(&customer, until).await {
+                    tracing::warn!(error = %e, "could not renew the events' lease");
                 }
             }
         };
-        let result = tokio::select! {
-            result = self.handle_event(&tenant, event, &payload) => result,
-            () = heartbeat => Err(anyhow::anyhow!("the lease heartbeat stopped")),
+        let claimed = group.len();
+        let work = async {
+            let mut reads = Reads::default();
+            let mut results = Vec::with_capacity(group.len());
+            for event in &group {
+                let payload: Value = serde_json::from_str(&event.payload).unwrap_or(Value::Null);
+                let result = self
+                    .handle_event(&tenant, event, &payload, &mut reads)
+                    .instrument(event_span(event))
+                    .await;
+                if let Ok(Outcome::Applied) = result {
+                    event_span(event).in_scope(|| tracing::info!(tenant = %tenant.id, "event processed"));
+                }
+                results.push(result);
+            }
+            results
+        };
+        let results = tokio::select! {
+            results = work => results,
+            () = heartbeat => (0..claimed).map(|_| Err(anyhow::anyhow!("the lease heartbeat stopped"))).collect(),
         };
         self.store.lease_customer(&customer, now, None).await?;
-        if let Ok(Outcome::Applied) = result {
-            tracing::info!(tenant = %tenant.id, "event processed");
-        }
-        result.map(Some)
+        Ok(Some(group.into_iter().zip(results).collect()))
     }
 
-    /// Processes events until none is due.
+    /// Processes events until none is due; how many were processed.
     pub async fn drain_events(&self) -> anyhow::Result<usize> {
         let mut n = 0;
-        while self.process_next_event().await? {
-            n += 1;
+        while let Some(processed) = self.process_next_event().await? {
+            n += processed;
         }
         Ok(n)
     }
 
-    /// The worker `serve` runs until its task is stopped.
+    /// One of the workers `serve` runs until its task is stopped. Its Stripe calls wait for the
+    /// call budget rather than fail (see [`crate::stripe::patiently`]).
     pub async fn event_worker(self) {
         loop {
-            if let Err(e) = self.drain_events().await {
+            if let Err(e) = crate::stripe::patiently(self.drain_events()).await {
                 tracing::error!(error = format!("{e:#}"), "event worker error");
             }
             tokio::select! {
@@ -128,6 +164,13 @@ impl Billing {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {},
             }
         }
+    }
+
+    /// How many event workers `serve` runs: enough calls in flight to use the Stripe call
+    /// budget while each takes a few hundred milliseconds (Stripe's usual answer time), so a
+    /// burst drains at the budget's pace; one customer is still handled by one worker at a time.
+    pub fn event_workers(&self) -> usize {
+        (self.config.stripe.calls_per_second as usize / 2).clamp(4, 64)
     }
 
     /// Queues a stored event to be processed again (fetch-and-sync makes that safe). False if

@@ -108,7 +108,9 @@ impl Billing {
     /// each job still runs once per period, and a moved test clock (or the demo's) moves the
     /// jobs with it. A failed run is logged and waits for its next period.
     pub fn spawn_background(&self, tasks: &mut JoinSet<()>) {
-        tasks.spawn(self.clone().event_worker());
+        for _ in 0..self.event_workers() {
+            tasks.spawn(self.clone().event_worker());
+        }
         // PostgreSQL: the access cache follows the other replicas' writes (returns on SQLite).
         tasks.spawn(self.store.clone().listen_for_changes());
         let billing = self.clone();

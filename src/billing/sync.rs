@@ -50,6 +50,18 @@ async fn subscriptions(billing: &Billing, customer: &str) -> Result<Vec<Subscrip
     Ok(all.iter().filter_map(SubscriptionView::read).collect())
 }
 
+/// What one read of Stripe found for a customer, kept while a group of its events is applied:
+/// every event of the group was received before the read began, so the read is at least as new
+/// as each of them, and one read serves them all (a renewal storm costs one read per customer,
+/// not one per event).
+#[derive(Default)]
+pub struct Reads {
+    subscriptions: Option<(Option<SubscriptionView>, bool)>,
+    /// When the latest invoice was first attempted (a lost failed-payment event's grace start).
+    invoice: Option<Option<i64>>,
+    entitlements_synced: bool,
+}
+
 impl Billing {
     /// Re-reads the customer's subscriptions (no transaction open), then writes the tenant's
     /// billing columns from them with the emails `trigger` causes, in one short transaction.
@@ -60,10 +72,28 @@ impl Billing {
         trigger: Option<Trigger<'_>>,
         actor: &str,
     ) -> anyhow::Result<Outcome> {
+        self.sync_tenant_with(tenant, trigger, actor, &mut Reads::default()).await
+    }
+
+    /// [`Billing::sync_tenant`], reading Stripe only if `reads` holds no read yet.
+    async fn sync_tenant_with(
+        &self,
+        tenant: &TenantRow,
+        trigger: Option<Trigger<'_>>,
+        actor: &str,
+        reads: &mut Reads,
+    ) -> anyhow::Result<Outcome> {
         let Some(customer) = tenant.stripe_customer_id.clone() else {
             return Ok(Outcome::Parked("the tenant has no Stripe customer".into()));
         };
-        let (chosen, two_live) = choose(subscriptions(self, &customer).await?);
+        let (chosen, two_live) = match &reads.subscriptions {
+            Some(read) => read.clone(),
+            None => {
+                let read = choose(subscriptions(self, &customer).await?);
+                reads.subscriptions = Some(read.clone());
+                read
+            }
+        };
         if let Some(sub) =
             chosen.as_ref().filter(|s| s.tenant_metadata.as_deref().is_some_and(|t| t != tenant.id))
         {
@@ -86,12 +116,18 @@ impl Billing {
         // webhooks at all): the grace clock starts at the latest invoice's first payment attempt,
         // which is when that event would have fired.
         let recovered_grace = match (&chosen, failed_payment, tenant.grace_started_at) {
-            (Some(sub), None, None) if sub.status == "past_due" => match &sub.latest_invoice {
-                Some(invoice) => {
+            (Some(sub), None, None) if sub.status == "past_due" => match (&sub.latest_invoice, reads.invoice)
+            {
+                (_, Some(known)) => known,
+                (Some(invoice), None) => {
                     let inv = self.stripe.get(&format!("/v1/invoices/{invoice}"), &[]).await?;
-                    inv["status_transitions"]["finalized_at"].as_i64().or_else(|| inv["created"].as_i64())
+                    let at = inv["status_transitions"]["finalized_at"]
+                        .as_i64()
+                        .or_else(|| inv["created"].as_i64());
+                    reads.invoice = Some(at);
+                    at
                 }
-                None => None,
+                (None, None) => None,
             },
             _ => None,
         };
@@ -153,28 +189,37 @@ impl Billing {
     }
 
     /// Applies one stored event to its tenant.
+    /// `reads` carries what earlier events of the same group already read from Stripe.
     pub async fn handle_event(
         &self,
         tenant: &TenantRow,
         event: &StoredEvent,
         payload: &Value,
+        reads: &mut Reads,
     ) -> anyhow::Result<Outcome> {
         let state = self;
         let object = &payload["data"]["object"];
         let actor = format!("stripe:{}", event.id);
         match event.kind.as_str() {
-            "entitlements.active_entitlement_summary.updated" => state.sync_entitlements(tenant).await,
+            "entitlements.active_entitlement_summary.updated" if reads.entitlements_synced => {
+                Ok(Outcome::Applied)
+            }
+            "entitlements.active_entitlement_summary.updated" => {
+                let outcome = state.sync_entitlements(tenant).await?;
+                reads.entitlements_synced = true;
+                Ok(outcome)
+            }
             "checkout.session.completed" => {
                 // The session must be this tenant's on both counts, else it is parked for a human.
                 let reference = object["client_reference_id"].as_str();
                 if reference.is_some_and(|r| r != tenant.id) {
                     return Ok(Outcome::Parked("client_reference_id names another tenant".into()));
                 }
-                state.sync_tenant(tenant, None, &actor).await
+                state.sync_tenant_with(tenant, None, &actor, reads).await
             }
             kind => {
                 let trigger = Trigger { event_id: &event.id, kind, created: event.created, object };
-                state.sync_tenant(tenant, Some(trigger), &actor).await
+                state.sync_tenant_with(tenant, Some(trigger), &actor, reads).await
             }
         }
     }

@@ -51,12 +51,22 @@ impl Billing {
         let now = self.clock.now();
         let expires_at = now + ttl_secs;
         let id = new_id("res");
-        let reserved = self
-            .store
-            .reserve(tenant.as_str(), metric, &id, now, expires_at, |row| {
-                self.effective(&row.billing_state()).tier
-            })
-            .await;
+        // Most runs are paid tenants' (Hydra's customers), and the access facts (in memory,
+        // forgotten on every write of the tenant) already say so: such a unit is one insert.
+        // Free tenants, and tenants not yet known, take the locked path that enforces the quota.
+        let known_tier = self.effective(&self.store.access_facts(tenant.as_str()).await?.state).tier;
+        let reserved = if known_tier.is_paid() {
+            self.store
+                .reserve_paid(tenant.as_str(), metric, &id, known_tier, now, expires_at)
+                .await
+                .map(|()| Reserved::Admitted { tier: known_tier })
+        } else {
+            self.store
+                .reserve(tenant.as_str(), metric, &id, now, expires_at, |row| {
+                    self.effective(&row.billing_state()).tier
+                })
+                .await
+        };
         let admitted = matches!(reserved, Ok(Reserved::Admitted { .. }));
         metrics::counter!(
             "hydra_usage_reservations_total",

@@ -33,6 +33,10 @@ pub enum ApiError {
     SubscriptionRequired { reason: &'static str, upgrade_url: String },
     #[error("{feature} is not in your plan; it comes with {required_tier}")]
     FeatureNotInPlan { feature: &'static str, required_tier: &'static str, upgrade_url: String },
+    /// The path exists but not with this method. HTTP's own 405 keeps its status (and axum's
+    /// `Allow` header); the code is `invalid_request`, as for any request the caller must change.
+    #[error("this endpoint does not accept {0}")]
+    MethodNotAllowed(axum::http::Method),
 }
 
 impl ApiError {
@@ -58,6 +62,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::SubscriptionRequired { .. } => (StatusCode::PAYMENT_REQUIRED, "subscription_required"),
             ApiError::FeatureNotInPlan { .. } => (StatusCode::PAYMENT_REQUIRED, "feature_not_in_plan"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "invalid_request"),
             ApiError::Billing(e) => match e {
                 BillingError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
                 BillingError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),

@@ -85,6 +85,8 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     routes::routes()
         .merge(extra)
+        // Applies to the routes above, so it must follow them: axum's own 405 has no body.
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(middleware::from_fn(too_large_in_our_shape))

@@ -40,3 +40,7 @@ pub fn routes() -> Router<AppState> {
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint")
 }
+
+pub async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::MethodNotAllowed(method)
+}

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{Queue, QueueAttempt, Store, StoreResult, claim_sql, finish_sql};
 use crate::domain::clock::Timestamp;
-use crate::with_db;
+use crate::{with_db, with_writer};
 
 /// received → processing (claimed) → processed | parked | failed, or received again later.
 const EVENTS: Queue = Queue {
@@ -27,18 +27,6 @@ const EVENTS: Queue = Queue {
         done_statuses = "'processed', 'parked'"
     ),
 };
-
-pub struct NewEvent<'a> {
-    pub id: &'a str,
-    pub kind: &'a str,
-    pub livemode: bool,
-    pub created: Timestamp,
-    pub customer_id: Option<String>,
-    pub payload: &'a str,
-    pub status: &'a str,
-    pub error: Option<&'a str>,
-    pub received_at: Timestamp,
-}
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct StoredEvent {
@@ -76,32 +64,41 @@ pub struct EventStats {
 }
 
 impl Store {
-    /// Stores a verified event; a redelivery of a stored id changes nothing. True when inserted.
-    pub async fn store_event(&self, e: NewEvent<'_>) -> StoreResult<bool> {
-        let inserted = with_db!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO stripe_events (id, type, livemode, created, customer_id, payload, status, last_error, received_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(e.id)
-            .bind(e.kind)
-            .bind(e.livemode)
-            .bind(e.created)
-            .bind(&e.customer_id)
-            .bind(e.payload)
-            .bind(e.status)
-            .bind(e.error)
-            .bind(e.received_at)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-        })?;
-        Ok(inserted == 1)
-    }
-
     /// Claims the oldest event that is due (or whose claim has lapsed) until `until`.
     pub async fn claim_event(&self, now: Timestamp, until: Timestamp) -> StoreResult<Option<StoredEvent>> {
         self.claim_from(&EVENTS, now, until).await
+    }
+
+    /// Claims, until `until`, the other events of `customer` that are due now (at most `limit`,
+    /// oldest first): the worker holds the customer's lease, and one read of Stripe made after
+    /// they were all received serves every one of them.
+    pub async fn claim_customer_events(
+        &self,
+        customer: &str,
+        now: Timestamp,
+        until: Timestamp,
+        limit: i64,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let mut claimed: Vec<StoredEvent> = with_writer!(self, |pool| {
+            sqlx::query_as(
+                "UPDATE stripe_events SET status = 'processing', locked_until = $3, next_attempt_at = $3, \
+                 attempts = attempts + 1 WHERE id IN (SELECT id FROM stripe_events WHERE customer_id = $1 \
+                   AND ((status = 'received' AND (next_attempt_at IS NULL OR next_attempt_at <= $2)) \
+                     OR (status = 'processing' AND locked_until < $2)) \
+                   ORDER BY created, received_at LIMIT $4) \
+                 RETURNING id, type, created, customer_id, payload, attempts",
+            )
+            .bind(customer)
+            .bind(now)
+            .bind(until)
+            .bind(limit)
+            // Outside a transaction: read to its end (see `store::first`).
+            .fetch_all(pool)
+            .await
+        })?;
+        // RETURNING gives no order; the handlers see them as Stripe created them.
+        claimed.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
+        Ok(claimed)
     }
 
     /// Ends an attempt: processed, parked, failed for good, or received again at `next_attempt_at`.
@@ -109,15 +106,19 @@ impl Store {
         self.finish_in(&EVENTS, id, attempt, now).await
     }
 
-    /// Extends a claimed event's claim and its customer's lease to `until` (the worker's
-    /// heartbeat while it works), so a short lease never lapses under a live worker.
-    pub async fn renew_claims(&self, event: &str, customer: &str, until: Timestamp) -> StoreResult<()> {
-        with_db!(self, |pool| {
-            sqlx::query("UPDATE stripe_events SET locked_until = $2, next_attempt_at = $2 WHERE id = $1 AND status = 'processing'")
-                .bind(event)
-                .bind(until)
-                .execute(pool)
-                .await?;
+    /// Extends the claims on a customer's events and the customer's lease to `until` (the
+    /// worker's heartbeat while it works), so a short lease never lapses under a live worker.
+    /// Only the lease holder has that customer's events in `processing`.
+    pub async fn renew_claims(&self, customer: &str, until: Timestamp) -> StoreResult<()> {
+        with_writer!(self, |pool| {
+            sqlx::query(
+                "UPDATE stripe_events SET locked_until = $2, next_attempt_at = $2 \
+                 WHERE customer_id = $1 AND status = 'processing'",
+            )
+            .bind(customer)
+            .bind(until)
+            .execute(pool)
+            .await?;
             sqlx::query("UPDATE tenants SET sync_lease_until = $2 WHERE stripe_customer_id = $1 AND sync_lease_until IS NOT NULL")
                 .bind(customer)
                 .bind(until)
@@ -130,7 +131,7 @@ impl Store {
 
     /// Gives a claimed event back uncounted, due at `at` (its customer is busy elsewhere).
     pub async fn give_back_event(&self, id: &str, at: Timestamp) -> StoreResult<()> {
-        with_db!(self, |pool| {
+        with_writer!(self, |pool| {
             sqlx::query(
                 "UPDATE stripe_events SET status = 'received', attempts = attempts - 1, locked_until = NULL, \
                  next_attempt_at = $2 WHERE id = $1",

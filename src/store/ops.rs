@@ -150,7 +150,7 @@ impl Store {
                 copy.migrate_up().await
             }
             .await;
-            with_db!(&copy, |pool| pool.close().await);
+            copy.close().await;
             outcome
         }
         .await;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::{AccessFacts, Db, Store, StoreError, StoreResult, insert_audit};
 use crate::domain::access::{BillingState, Tier};
 use crate::domain::clock::Timestamp;
-use crate::with_db;
+use crate::{with_db, with_writer};
 
 /// Every column of `tenants`, in [`TenantRow`]'s order; a macro so queries stay `'static` strings.
 macro_rules! tenant_columns {
@@ -512,7 +512,7 @@ impl Store {
         now: Timestamp,
         until: Option<Timestamp>,
     ) -> StoreResult<bool> {
-        let n = with_db!(self, |pool| {
+        let n = with_writer!(self, |pool| {
             sqlx::query(if until.is_none() {
                 "UPDATE tenants SET sync_lease_until = $3 WHERE stripe_customer_id = $1"
             } else {
@@ -539,7 +539,7 @@ impl Store {
         now: Timestamp,
         decide: impl FnOnce(&TenantRow) -> SyncWrite,
     ) -> StoreResult<bool> {
-        let changed = with_db!(self, |pool| {
+        let changed = with_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             let row: TenantRow = sqlx::query_as(LOCK_SQL).bind(id).fetch_one(&mut *tx).await?;
             let before = BillingColumns::of(&row);

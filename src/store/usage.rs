@@ -10,7 +10,7 @@ use crate::domain::access::Tier;
 use crate::domain::catalogue::Metric;
 use crate::domain::clock::Timestamp;
 use crate::domain::usage::{Admit, WINDOW_SECS, admit, current_window_end, shown_status};
-use crate::with_db;
+use crate::{with_db, with_writer};
 
 /// Open free-tier reservations of one window, per metric.
 const OPEN_FREE_UNITS_SQL: &str = "SELECT metric, COUNT(*) FROM usage_reservations \
@@ -125,7 +125,7 @@ impl Store {
         expires_at: Timestamp,
         tier_of: impl FnOnce(&TenantRow) -> Tier,
     ) -> StoreResult<Reserved> {
-        with_db!(self, |pool| {
+        with_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(ENSURE_SQL).bind(tenant_id).bind(now).execute(&mut *tx).await?;
             // The lock: every reserve of this tenant queues here until the one before commits.
@@ -181,6 +181,37 @@ impl Store {
         })
     }
 
+    /// Records a unit metered under a paid `tier`, known already (from the access facts): a paid
+    /// unit counts against no quota, so it needs neither the row lock nor the window's counts,
+    /// and is one insert. The tenant must exist (a paid tier comes from its row).
+    pub async fn reserve_paid(
+        &self,
+        tenant_id: &str,
+        metric: Metric,
+        id: &str,
+        tier: Tier,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> StoreResult<()> {
+        with_writer!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO usage_reservations \
+                 (id, tenant_id, metric, tier, window_reset_at, status, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, NULL, 'open', $5, $6)",
+            )
+            .bind(id)
+            .bind(tenant_id)
+            .bind(metric.as_str())
+            .bind(tier.as_str())
+            .bind(now)
+            .bind(expires_at)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })?;
+        Ok(())
+    }
+
     /// Commits (it counts, exactly once) or releases (it does not) a reservation; repeating the
     /// same settlement answers the same. `NotFound` for an unknown id.
     pub async fn settle(&self, id: &str, how: Settle, now: Timestamp) -> StoreResult<SettleOutcome> {
@@ -188,7 +219,7 @@ impl Store {
             Settle::Commit => "committed",
             Settle::Release => "released",
         };
-        let settled: Option<ReservationRow> = with_db!(self, |pool| {
+        let settled: Option<ReservationRow> = with_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             let sql = match how {
                 // An expired reservation no longer holds a unit, so committing it could overshoot.

@@ -220,20 +220,41 @@ impl StripeClient {
         }
     }
 
-    /// Takes one call from the budget, waiting for the next second once if it is spent.
+    /// Takes one call from the budget, waiting for the next second once if it is spent (a
+    /// request should not wait longer), or for as long as it takes inside [`patiently`].
     async fn spend_budget(&self) -> Result<(), StripeCallError> {
-        for wait in [true, false] {
+        let waits = if PATIENT.try_with(|p| *p).unwrap_or(false) { PATIENT_WAITS } else { 1 };
+        let mut waited = 0;
+        loop {
             match self.budget.check("stripe", Clock::System.now()) {
                 Ok(()) => return Ok(()),
-                Err(retry_after) if !wait => {
+                Err(retry_after) if waited >= waits => {
                     metrics::counter!("hydra_stripe_calls_total", "outcome" => "over_budget").increment(1);
                     return Err(StripeCallError::OverBudget(retry_after));
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(1000)).await,
+                Err(_) => {
+                    waited += 1;
+                    tokio::time::sleep(Duration::from_millis(1000)).await;
+                }
             }
         }
-        Ok(())
     }
+}
+
+tokio::task_local! {
+    static PATIENT: bool;
+}
+
+/// Seconds a patient caller waits for the budget before giving up (it refills every second, so
+/// only a budget shared by far more work than it allows waits this long).
+const PATIENT_WAITS: u32 = 120;
+
+/// Runs `work` with Stripe calls that wait for the call budget instead of failing when it is
+/// spent: for background work (the event workers), where waiting is the point; a request still
+/// fails fast with `rate_limited`. Without this, a burst of events spent the budget and the rest
+/// failed their attempt and were retried 10 s later, again all at once.
+pub async fn patiently<T>(work: impl std::future::Future<Output = T>) -> T {
+    PATIENT.scope(true, work).await
 }
 
 /// reqwest is built without a TLS provider of its own; ring is ours (smaller and quicker to build
@@ -258,5 +279,24 @@ mod budget_tests {
         }
         let over = client.get("/v1/x", &[]).await.unwrap_err();
         assert!(matches!(over, StripeCallError::OverBudget(_)));
+    }
+
+    /// Background work waits for the budget to refill instead of failing. One call per 4 s: a
+    /// request's single 1 s wait would end over budget on the second call (a quarter token, or
+    /// half if the wait spans two clock seconds); patient work sends it once the token is back.
+    #[tokio::test]
+    async fn patient_work_waits_for_the_budget_instead_of_failing() {
+        let mut client = StripeClient::new("http://127.0.0.1:9", Secret::new("sk_test_fake_budget"));
+        client.max_retries = 0;
+        client.budget = std::sync::Arc::new(crate::ratelimit::Limiter::new(1, 4));
+        let outcomes = patiently(async {
+            let mut all = Vec::new();
+            for _ in 0..2 {
+                all.push(client.get("/v1/x", &[]).await);
+            }
+            all
+        })
+        .await;
+        assert!(outcomes.iter().all(|o| matches!(o, Err(StripeCallError::Unavailable(_)))), "{outcomes:?}");
     }
 }

@@ -99,6 +99,9 @@ async fn bad_input_gets_the_error_shape_not_a_500() {
         ),
         // an unknown route and a wrong method
         (app.client.get(app.url("/api/nothing-here")), StatusCode::NOT_FOUND),
+        (app.client.get(app.url("/api/webhooks/stripe")), StatusCode::METHOD_NOT_ALLOWED),
+        // `.` is resolved by the client: this is `/api/tenants/access`, a PUT-only path.
+        (app.client.get(app.url("/api/tenants/./access")), StatusCode::METHOD_NOT_ALLOWED),
     ];
     for (request, status) in cases {
         let request = request.build().unwrap();
@@ -109,6 +112,18 @@ async fn bad_input_gets_the_error_shape_not_a_500() {
         let error = error_of(response, status).await;
         assert_ne!(error["code"], "internal_error", "{what}");
     }
+}
+
+/// A path that exists under another method keeps HTTP's 405 and `Allow`, in the one error shape.
+#[tokio::test]
+async fn a_wrong_method_gets_405_with_allow_in_the_error_shape() {
+    let app = spawn_app().await;
+    let response = app.client.delete(app.url("/api/webhooks/stripe")).send().await.unwrap();
+    let allow = response.headers().get("allow").map(|v| v.to_str().unwrap().to_owned());
+    let error = error_of(response, StatusCode::METHOD_NOT_ALLOWED).await;
+    assert_eq!(error["code"], "invalid_request");
+    assert_eq!(error["message"], "this endpoint does not accept DELETE");
+    assert_eq!(allow.as_deref(), Some("POST"));
 }
 
 #[tokio::test]

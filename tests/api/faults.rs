@@ -10,13 +10,16 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, eventually, spawn_app};
 
-/// Sets `PRAGMA max_page_count` on every connection of the pool (the pragma is per connection):
-/// holding all of them at once guarantees none is missed.
+/// Sets `PRAGMA max_page_count` on every connection of both SQLite pools, the general one and
+/// the hot writers' (the pragma is per connection): holding all of them at once guarantees none
+/// is missed.
 async fn limit_pages(db: &Store, pages: Option<i64>) {
-    let hydra_billing::store::Db::Sqlite(pool) = db.db() else { return };
     let mut held = Vec::new();
-    for _ in 0..pool.options().get_max_connections() {
-        held.push(tokio::time::timeout(Duration::from_secs(10), pool.acquire()).await.unwrap().unwrap());
+    for pool in [db.db(), db.writer()] {
+        let hydra_billing::store::Db::Sqlite(pool) = pool else { return };
+        for _ in 0..pool.options().get_max_connections() {
+            held.push(tokio::time::timeout(Duration::from_secs(10), pool.acquire()).await.unwrap().unwrap());
+        }
     }
     for conn in &mut held {
         let limit = pages.unwrap_or(1_073_741_823);

@@ -483,7 +483,7 @@ pub async fn spawn_online(key: &str) -> WithStripe {
 }
 
 impl WithStripe {
-    fn on_simulator(app: TestApp, sim: stripe_sim::Simulator, prices: Prices) -> WithStripe {
+    pub fn on_simulator(app: TestApp, sim: stripe_sim::Simulator, prices: Prices) -> WithStripe {
         let api_base = sim.base_url.clone();
         WithStripe {
             app,

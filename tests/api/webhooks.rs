@@ -741,12 +741,70 @@ async fn a_renewed_lease_keeps_a_live_workers_event_and_customer() {
     assert_eq!(s.app.deliver(&event).await, StatusCode::OK);
     let t0 = s.app.clock.now();
     // A live worker: it claimed the event and its customer, and renews both after 10 s.
-    let claimed = s.app.db.claim_event(t0, t0 + 15).await.unwrap().expect("the event is due");
+    s.app.db.claim_event(t0, t0 + 15).await.unwrap().expect("the event is due");
     assert!(s.app.db.lease_customer(&customer, t0, Some(t0 + 15)).await.unwrap());
     s.app.clock.advance(10);
-    s.app.db.renew_claims(&claimed.id, &customer, t0 + 25).await.unwrap();
+    s.app.db.renew_claims(&customer, t0 + 25).await.unwrap();
     s.app.clock.advance(10);
     assert_eq!(s.app.drain().await, 0, "20 s on, the renewed lease still holds");
     s.app.clock.advance(6);
     assert_eq!(s.app.drain().await, 1, "past the renewal (the worker died): taken over");
+}
+
+/// Deliveries that arrive together are stored in groups (one commit each): every one is answered
+/// 200 only once stored, each distinct event is stored once, and a redelivery inside the same
+/// group (Stripe retrying while the first is in flight) is not a second row.
+#[tokio::test]
+async fn deliveries_arriving_together_are_each_stored_once() {
+    let app = crate::helpers::spawn_app().await;
+    let mut deliveries = tokio::task::JoinSet::new();
+    for n in 0..120 {
+        // 60 distinct events, each sent twice at the same moment.
+        let event = json!({"id": format!("evt_together_{}", n % 60), "type": "invoice.paid", "created": START,
+                           "livemode": false, "data": {"object": {"object": "invoice", "customer": "cus_together"}}});
+        let (client, base) = (app.client.clone(), app.base.clone());
+        deliveries.spawn(async move {
+            crate::helpers::signed_webhook(&client, &base, &event).send().await.unwrap().status()
+        });
+    }
+    for status in deliveries.join_all().await {
+        assert_eq!(status, StatusCode::OK);
+    }
+    let stored = app.db.list_events(None, 500).await.unwrap();
+    let mut ids: Vec<_> = stored.iter().map(|e| e.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((stored.len(), ids.len()), (60, 60), "each distinct event stored once");
+}
+
+/// A customer's events queued before the worker gets to them are applied after one read of
+/// Stripe, each still processed with its own outcome; another customer's are read for apart.
+#[tokio::test]
+async fn a_customers_queued_events_share_one_read_of_stripe() {
+    use crate::helpers::{create_prices, spawn_app_with, stripe_env};
+    use crate::stripe_proxy::StripeProxy;
+    let sim = stripe_sim::Simulator::start("127.0.0.1:0".parse().unwrap(), Default::default()).await.unwrap();
+    let prices = create_prices(&sim).await;
+    let proxy = StripeProxy::start(&sim.base_url).await;
+    let mut env = stripe_env(&sim, &prices);
+    env.insert("STRIPE_API_BASE".into(), proxy.base.clone());
+    let app = spawn_app_with(move |e| e.extend(env)).await;
+    let s = WithStripe::on_simulator(app, sim, prices);
+    let (first, _) = s.tenant_with_customer("t1", "pm_card_visa").await;
+    let (second, _) = s.tenant_with_customer("t2", "pm_card_visa").await;
+    let kinds =
+        ["customer.subscription.created", "invoice.paid", "customer.subscription.updated", "invoice.paid"];
+    for (n, kind) in kinds.iter().enumerate() {
+        for customer in [&first, &second] {
+            let event = json!({"id": format!("evt_group_{customer}_{n}"), "type": kind, "created": START + n as i64,
+                               "livemode": false, "data": {"object": {"object": "invoice", "customer": customer}}});
+            assert_eq!(s.app.deliver(&event).await, StatusCode::OK);
+        }
+    }
+    assert_eq!(s.app.drain().await, 8, "every event processed");
+    assert_eq!(s.app.db.list_events(Some("processed"), 50).await.unwrap().len(), 8);
+    let reads = proxy.received(reqwest::Method::GET, "/v1/subscriptions");
+    let read_for =
+        |c: &str| reads.iter().filter(|q| q.iter().any(|(k, v)| k == "customer" && v == c)).count();
+    assert_eq!((read_for(&first), read_for(&second)), (1, 1), "one read per customer: {reads:?}");
 }
