@@ -24,7 +24,7 @@ use hydra_billing::http::{AppState, Application};
 use hydra_billing::store::Store;
 use hydra_billing::with_db;
 use stripe_proxy::StripeProxy;
-use support::{AUTH_SECRET, SERVICE_TOKEN, reserve_commit, sim_post};
+use support::{AUTH_SECRET, SERVICE_TOKEN, reserve_commit};
 
 const METERING_CLIENTS: usize = 16;
 const CHECKOUT_TENANTS: usize = 8;
@@ -72,21 +72,7 @@ struct Row {
 
 async fn bench_db(name: &'static str, store: Store, seconds: Duration, latency: Duration) -> Row {
     let sim = stripe_sim::Simulator::start("127.0.0.1:0".parse().unwrap(), Default::default()).await.unwrap();
-    let product = sim_post(&sim.base_url, "/v1/products", &[("name", "Hydra Team")]).await;
-    let price = sim_post(
-        &sim.base_url,
-        "/v1/prices",
-        &[
-            ("product", product["id"].as_str().unwrap()),
-            ("unit_amount", "2000"),
-            ("currency", "usd"),
-            ("recurring[interval]", "month"),
-        ],
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let price = support::team_prices("sk_test_fake_bench", &sim.base_url, &["month"]).await.remove(0);
     let proxy = StripeProxy::start(&sim.base_url).await;
     proxy.set_latency(latency);
     let mut vars = support::env();

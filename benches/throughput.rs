@@ -24,6 +24,11 @@ use support::{SERVICE_TOKEN, sim_post};
 
 const CONCURRENCY: usize = 32;
 
+/// Alternating rounds of a measurement and its floor (`BENCH_ROUNDS`, 3 unless set).
+fn rounds() -> usize {
+    std::env::var("BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3)
+}
+
 fn seconds() -> Duration {
     Duration::from_secs(std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5))
 }
@@ -226,22 +231,7 @@ async fn bench_db(name: &'static str, db: Store, bare_base: &str) -> Row {
         stripe_sim::Simulator::start("127.0.0.1:0".parse().unwrap(), stripe_sim::SimSettings::default())
             .await
             .unwrap();
-    let product = sim_post(&sim.base_url, "/v1/products", &[("name", "Hydra Team")]).await;
-    let mut prices = Vec::new();
-    for interval in ["month", "year"] {
-        let p = sim_post(
-            &sim.base_url,
-            "/v1/prices",
-            &[
-                ("product", product["id"].as_str().unwrap()),
-                ("unit_amount", "2000"),
-                ("currency", "usd"),
-                ("recurring[interval]", interval),
-            ],
-        )
-        .await;
-        prices.push(p["id"].as_str().unwrap().to_owned());
-    }
+    let prices = support::team_prices("sk_test_fake_bench", &sim.base_url, &["month", "year"]).await;
     let mut vars = support::env();
     vars.insert("STRIPE_API_BASE".into(), sim.base_url.clone());
     vars.insert("STRIPE_TEAM_MONTHLY_PRICE_ID".into(), prices[0].clone());
@@ -276,7 +266,7 @@ async fn bench_db(name: &'static str, db: Store, bare_base: &str) -> Row {
     // one core's speed drifts over a run, and a single pair would compare different moments.
     let mut bare_rounds = Vec::new();
     let mut access_rounds = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..rounds() {
         bare_rounds.push({
             let (client, url) = (client.clone(), format!("{bare_base}/"));
             timed(move || {
@@ -330,13 +320,16 @@ async fn bench_db(name: &'static str, db: Store, bare_base: &str) -> Row {
     let reserve_commit = timed(runs("paid", "commit")).await;
     let reserve_commit_8 = timed_by(8, runs("paid", "commit")).await;
     let free_reserve = timed(runs("free", "release")).await;
+    // The floor: a one-row UPDATE commit on the hot writers' connection, as fast as this machine
+    // commits (SQLite waits for the disk on each).
     let bare_update = {
         let db = db.clone();
         per_second(move || {
             let db = db.clone();
             async move {
-                with_db!(&db, |pool| {
-                    sqlx::query("UPDATE tenants SET updated_at = $1 WHERE id = 'bench'")
+                hydra_billing::with_writer!(&db, |pool| {
+                    // A changed value: SQLite commits an unchanged row without writing its log.
+                    sqlx::query("UPDATE tenants SET updated_at = updated_at + $1 WHERE id = 'bench'")
                         .bind(1_i64)
                         .execute(pool)
                         .await
@@ -352,7 +345,7 @@ async fn bench_db(name: &'static str, db: Store, bare_base: &str) -> Row {
     let floor_base = verify_and_parse().await;
     let mut intake_rounds = Vec::new();
     let mut floor_rounds = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..rounds() {
         floor_rounds.push(post_events(format!("{floor_base}/")).await);
         intake_rounds.push(post_events(format!("{base}/api/webhooks/stripe")).await);
     }
@@ -573,22 +566,7 @@ async fn storm(db: &Store) -> Storm {
     };
     let sim = stripe_sim::Simulator::start("127.0.0.1:0".parse().unwrap(), settings).await.unwrap();
     let base = sim.base_url.clone();
-    let product = support::sim_post_as(setup, &base, "/v1/products", &[("name", "Hydra Team")]).await;
-    let price = support::sim_post_as(
-        setup,
-        &base,
-        "/v1/prices",
-        &[
-            ("product", product["id"].as_str().unwrap()),
-            ("unit_amount", "2000"),
-            ("currency", "usd"),
-            ("recurring[interval]", "month"),
-        ],
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let price = support::team_prices(setup, &base, &["month"]).await.remove(0);
     let mut customers = Vec::with_capacity(CUSTOMERS);
     for chunk in (0..CUSTOMERS).collect::<Vec<_>>().chunks(50) {
         let mut made = tokio::task::JoinSet::new();

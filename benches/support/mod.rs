@@ -44,6 +44,23 @@ pub async fn sim_post_as(key: &str, base: &str, path: &str, params: &[(&str, &st
     r.json().await.unwrap()
 }
 
+/// A "Hydra Team" product with a $20 price per interval given (`month`, `year`), made with
+/// `key`: the price ids, in the same order.
+pub async fn team_prices(key: &str, base: &str, intervals: &[&str]) -> Vec<String> {
+    let product = sim_post_as(key, base, "/v1/products", &[("name", "Hydra Team")]).await;
+    let mut prices = Vec::new();
+    for interval in intervals {
+        let params = [
+            ("product", product["id"].as_str().unwrap()),
+            ("unit_amount", "2000"),
+            ("currency", "usd"),
+            ("recurring[interval]", interval),
+        ];
+        prices.push(sim_post_as(key, base, "/v1/prices", &params).await["id"].as_str().unwrap().to_owned());
+    }
+    prices
+}
+
 /// One metered run of tenant `bench`: reserve, then commit.
 pub async fn reserve_commit(client: &reqwest::Client, base: &str) {
     reserve_settle(client, base, "bench", "commit").await

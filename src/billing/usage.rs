@@ -61,9 +61,12 @@ impl Billing {
                 .await
                 .map(|()| Reserved::Admitted { tier: known_tier })
         } else {
+            // The same rule as `effective`, with what it needs copied in: the store may run it
+            // on its writer task.
+            let (at, grace_days) = (self.access_time(), self.config.grace_period_days);
             self.store
-                .reserve(tenant.as_str(), metric, &id, now, expires_at, |row| {
-                    self.effective(&row.billing_state()).tier
+                .reserve(tenant.as_str(), metric, &id, now, expires_at, move |row| {
+                    crate::domain::access::effective_tier(&row.billing_state(), at, grace_days).tier
                 })
                 .await
         };

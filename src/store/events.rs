@@ -16,10 +16,13 @@ const EVENTS: Queue = Queue {
         claimed = "processing",
         order = "created, received_at",
         returning = "id, type, created, customer_id, payload, attempts",
-        // A customer whose lease another worker holds is left alone (no claim-and-hand-back
-        // spin); its events are claimed once that lease is given back or lapses.
-        only_if = "customer_id IS NULL OR NOT EXISTS (SELECT 1 FROM tenants \
-                   WHERE tenants.stripe_customer_id = stripe_events.customer_id AND tenants.sync_lease_until >= $1)"
+        // A customer whose lease another worker holds, or one of whose events another worker
+        // has just claimed (and is about to lease it), is left alone: its events are claimed
+        // once that worker is done, or taken into its group (no claim-and-hand-back spin).
+        only_if = "customer_id IS NULL OR (NOT EXISTS (SELECT 1 FROM tenants \
+                   WHERE tenants.stripe_customer_id = stripe_events.customer_id AND tenants.sync_lease_until >= $1) \
+                   AND NOT EXISTS (SELECT 1 FROM stripe_events held WHERE held.customer_id = stripe_events.customer_id \
+                   AND held.status = 'processing' AND held.locked_until >= $1))"
     ),
     finish: finish_sql!(
         table = "stripe_events",
@@ -71,7 +74,8 @@ impl Store {
 
     /// Claims, until `until`, the other events of `customer` that are due now (at most `limit`,
     /// oldest first): the worker holds the customer's lease, and one read of Stripe made after
-    /// they were all received serves every one of them.
+    /// they were all received serves every one of them. An event waiting only because it was
+    /// given back (never failed: no error) is taken too; one waiting out a retry back-off is not.
     pub async fn claim_customer_events(
         &self,
         customer: &str,
@@ -83,7 +87,8 @@ impl Store {
             sqlx::query_as(
                 "UPDATE stripe_events SET status = 'processing', locked_until = $3, next_attempt_at = $3, \
                  attempts = attempts + 1 WHERE id IN (SELECT id FROM stripe_events WHERE customer_id = $1 \
-                   AND ((status = 'received' AND (next_attempt_at IS NULL OR next_attempt_at <= $2)) \
+                   AND ((status = 'received' AND (next_attempt_at IS NULL OR next_attempt_at <= $2 \
+                         OR last_error IS NULL)) \
                      OR (status = 'processing' AND locked_until < $2)) \
                    ORDER BY created, received_at LIMIT $4) \
                  RETURNING id, type, created, customer_id, payload, attempts",

@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::group::copy_of;
 use super::{Db, Store, StoreError, StoreResult};
 use crate::domain::clock::Timestamp;
 
@@ -162,12 +163,4 @@ async fn insert_group(db: &Db, group: &[Pending]) -> StoreResult<HashSet<String>
         insert.build_query_as().persistent(false).fetch_all(pool).await
     })?;
     Ok(ids.into_iter().map(|(id,)| id).collect())
-}
-
-/// The error a whole group failed with, for each of its callers.
-fn copy_of(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
-        other => StoreError::Other(anyhow::anyhow!("{other}")),
-    }
 }

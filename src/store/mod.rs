@@ -9,6 +9,7 @@
 
 mod cache;
 mod events;
+mod group;
 mod intake;
 mod ops;
 mod outbox;
@@ -134,6 +135,8 @@ pub struct Store {
     cache: std::sync::Arc<cache::AccessCache>,
     /// The webhook intake's group commit (see `intake`), shared by clones.
     intake: std::sync::Arc<intake::Intake>,
+    /// SQLite's group commit for metering (see `group`), shared by clones.
+    group: std::sync::Arc<group::Group>,
 }
 
 /// The database a store talks to.
@@ -188,6 +191,7 @@ impl Store {
             writer,
             cache: std::sync::Arc::new(cache::AccessCache::new(on)),
             intake: std::sync::Arc::default(),
+            group: std::sync::Arc::default(),
         }
     }
 
@@ -481,6 +485,16 @@ macro_rules! claim_sql {
     };
     (table = $table:literal, ready = $ready:literal, claimed = $claimed:literal, order = $order:literal,
      returning = $cols:literal, only_if = $only_if:literal) => {
+        [
+            claim_sql!(@one $table, $ready, $claimed, $order, $cols, $only_if, ""),
+            // PostgreSQL: workers racing for the oldest row would all wait on its lock, then find
+            // it taken and report the queue empty; SKIP LOCKED sends each to the next free row.
+            // (SQLite runs one write at a time, and has no such clause.)
+            claim_sql!(@one $table, $ready, $claimed, $order, $cols, $only_if, " FOR UPDATE SKIP LOCKED"),
+        ]
+    };
+    (@one $table:literal, $ready:literal, $claimed:literal, $order:literal, $cols:literal, $only_if:literal,
+     $lock:literal) => {
         concat!(
             "UPDATE ",
             $table,
@@ -500,7 +514,9 @@ macro_rules! claim_sql {
             ") \
                  ORDER BY ",
             $order,
-            " LIMIT 1) \
+            " LIMIT 1",
+            $lock,
+            ") \
                AND ((status = '",
             $ready,
             "' AND (next_attempt_at IS NULL OR next_attempt_at <= $1)) \
@@ -536,7 +552,8 @@ pub(crate) use finish_sql;
 /// One database queue (Stripe events, billing emails): its claim and finish statements, both
 /// made by the macros above, so the two queues share one claim rule and one finish rule.
 pub(crate) struct Queue {
-    claim: &'static str,
+    /// For SQLite, then for PostgreSQL.
+    claim: [&'static str; 2],
     finish: &'static str,
 }
 
@@ -556,8 +573,9 @@ impl Store {
             + Send
             + Unpin,
     {
+        let claim = queue.claim[usize::from(self.kind() == "postgres")];
         Ok(with_writer!(self, |pool| {
-            sqlx::query_as(queue.claim).bind(now).bind(until).fetch_all(pool).await.map(first)
+            sqlx::query_as(claim).bind(now).bind(until).fetch_all(pool).await.map(first)
         })?)
     }
 

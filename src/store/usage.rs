@@ -10,7 +10,7 @@ use crate::domain::access::Tier;
 use crate::domain::catalogue::Metric;
 use crate::domain::clock::Timestamp;
 use crate::domain::usage::{Admit, WINDOW_SECS, admit, current_window_end, shown_status};
-use crate::{with_db, with_writer};
+use crate::with_db;
 
 /// Open free-tier reservations of one window, per metric.
 const OPEN_FREE_UNITS_SQL: &str = "SELECT metric, COUNT(*) FROM usage_reservations \
@@ -112,6 +112,29 @@ pub struct FreeCounts {
     pub resets_at: Option<Timestamp>,
 }
 
+/// Runs one metering write, `$body` (an expression of `Result<_, sqlx::Error>` using `$conn`, a
+/// connection inside a transaction, and owning what it reads): on SQLite in the group commit
+/// (see `group`), on PostgreSQL in a transaction of its own. Written once, compiled per database.
+macro_rules! metering_write {
+    ($store:expr, |$conn:ident| $body:expr) => {
+        match $store.writer() {
+            super::Db::Sqlite(pool) => {
+                $store
+                    .grouped(pool, move |$conn: &mut sqlx::SqliteConnection| Box::pin(async move { $body }))
+                    .await
+            }
+            super::Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                let $conn: &mut sqlx::PgConnection = &mut *tx;
+                let value: Result<_, sqlx::Error> = async { $body }.await;
+                let value = value?;
+                tx.commit().await?;
+                Ok(value)
+            }
+        }
+    };
+}
+
 impl Store {
     /// Reserves one unit of `metric` for `tenant_id` (created free if unknown) with id `id`,
     /// under the tenant's row lock: `tier_of` names the tier the row is metered under, and on
@@ -123,13 +146,13 @@ impl Store {
         id: &str,
         now: Timestamp,
         expires_at: Timestamp,
-        tier_of: impl FnOnce(&TenantRow) -> Tier,
+        tier_of: impl FnOnce(&TenantRow) -> Tier + Send + 'static,
     ) -> StoreResult<Reserved> {
-        with_writer!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            sqlx::query(ENSURE_SQL).bind(tenant_id).bind(now).execute(&mut *tx).await?;
+        let (tenant_id, id) = (tenant_id.to_owned(), id.to_owned());
+        metering_write!(self, |conn| {
+            sqlx::query(ENSURE_SQL).bind(&tenant_id).bind(now).execute(&mut *conn).await?;
             // The lock: every reserve of this tenant queues here until the one before commits.
-            let row: TenantRow = sqlx::query_as(LOCK_SQL).bind(tenant_id).fetch_one(&mut *tx).await?;
+            let row: TenantRow = sqlx::query_as(LOCK_SQL).bind(&tenant_id).fetch_one(&mut *conn).await?;
             let tier = tier_of(&row);
             let window = if tier.is_paid() {
                 None
@@ -143,21 +166,20 @@ impl Store {
                         "UPDATE tenants SET free_tier_fixes_used = 0, free_tier_doc_runs_used = 0, \
                          free_tier_cycles_used = 0, free_tier_reset_at = $2 WHERE id = $1",
                     )
-                    .bind(tenant_id)
+                    .bind(&tenant_id)
                     .bind(window)
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await?;
                     0
                 };
                 let counts: Vec<(String, i64)> = sqlx::query_as(OPEN_FREE_UNITS_SQL)
-                    .bind(tenant_id)
+                    .bind(&tenant_id)
                     .bind(window)
                     .bind(now)
-                    .fetch_all(&mut *tx)
+                    .fetch_all(&mut *conn)
                     .await?;
                 if let Admit::LimitReached { used, limit } = admit(metric, done, open_units(&counts, metric))
                 {
-                    tx.commit().await?;
                     return Ok(Reserved::LimitReached { used, limit, resets_at: window });
                 }
                 Some(window)
@@ -167,16 +189,15 @@ impl Store {
                  (id, tenant_id, metric, tier, window_reset_at, status, created_at, expires_at) \
                  VALUES ($1, $2, $3, $4, $5, 'open', $6, $7)",
             )
-            .bind(id)
-            .bind(tenant_id)
+            .bind(&id)
+            .bind(&tenant_id)
             .bind(metric.as_str())
             .bind(tier.as_str())
             .bind(window)
             .bind(now)
             .bind(expires_at)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
-            tx.commit().await?;
             Ok(Reserved::Admitted { tier })
         })
     }
@@ -193,23 +214,23 @@ impl Store {
         now: Timestamp,
         expires_at: Timestamp,
     ) -> StoreResult<()> {
-        with_writer!(self, |pool| {
+        let (tenant_id, id) = (tenant_id.to_owned(), id.to_owned());
+        metering_write!(self, |conn| {
             sqlx::query(
                 "INSERT INTO usage_reservations \
                  (id, tenant_id, metric, tier, window_reset_at, status, created_at, expires_at) \
                  VALUES ($1, $2, $3, $4, NULL, 'open', $5, $6)",
             )
-            .bind(id)
-            .bind(tenant_id)
+            .bind(&id)
+            .bind(&tenant_id)
             .bind(metric.as_str())
             .bind(tier.as_str())
             .bind(now)
             .bind(expires_at)
-            .execute(pool)
+            .execute(&mut *conn)
             .await
             .map(|_| ())
-        })?;
-        Ok(())
+        })
     }
 
     /// Commits (it counts, exactly once) or releases (it does not) a reservation; repeating the
@@ -219,8 +240,8 @@ impl Store {
             Settle::Commit => "committed",
             Settle::Release => "released",
         };
-        let settled: Option<ReservationRow> = with_writer!(self, |pool| {
-            let mut tx = pool.begin().await?;
+        let owned_id = id.to_owned();
+        let settled: Option<ReservationRow> = metering_write!(self, |conn| {
             let sql = match how {
                 // An expired reservation no longer holds a unit, so committing it could overshoot.
                 Settle::Commit => concat!(
@@ -235,7 +256,7 @@ impl Store {
                 ),
             };
             let row: Option<ReservationRow> =
-                sqlx::query_as(sql).bind(id).bind(target).bind(now).fetch_optional(&mut *tx).await?;
+                sqlx::query_as(sql).bind(&owned_id).bind(target).bind(now).fetch_optional(&mut *conn).await?;
             let counted = row
                 .as_ref()
                 .filter(|r| how == Settle::Commit && r.tier == Tier::Free.as_str())
@@ -244,10 +265,9 @@ impl Store {
                 sqlx::query(increment_sql(metric))
                     .bind(&r.tenant_id)
                     .bind(r.window_reset_at)
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await?;
             }
-            tx.commit().await?;
             Ok::<_, sqlx::Error>(row)
         })?;
         if settled.is_some() {

@@ -6,8 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{SERVICE_TOKEN, create_prices, eventually, spawn_app_with, stripe_env};
-use crate::stripe_proxy::StripeProxy;
+use crate::helpers::{SERVICE_TOKEN, eventually, spawn_with_stripe_proxy};
 
 /// More checkouts than either pool has connections (SQLite 8, PostgreSQL 16): code that kept a
 /// transaction open across the Stripe call would hold every connection, or SQLite's write lock.
@@ -16,12 +15,8 @@ const WITHIN: Duration = Duration::from_secs(2);
 
 #[tokio::test]
 async fn checkouts_held_open_at_stripe_block_no_other_request() {
-    let sim = stripe_sim::Simulator::start("127.0.0.1:0".parse().unwrap(), Default::default()).await.unwrap();
-    let prices = create_prices(&sim).await;
-    let proxy = StripeProxy::start(&sim.base_url).await;
-    let mut env = stripe_env(&sim, &prices);
-    env.insert("STRIPE_API_BASE".into(), proxy.base.clone());
-    let app = spawn_app_with(move |e| e.extend(env)).await;
+    let (s, proxy) = spawn_with_stripe_proxy().await;
+    let (app, prices) = (&s.app, &s.prices);
     for i in 0..HELD_CHECKOUTS {
         app.put_tenant(&format!("buyer{i}"), &json!({"name": "Buyer"})).await;
     }
@@ -90,13 +85,10 @@ async fn checkouts_held_open_at_stripe_block_no_other_request() {
 /// tenant stays prompt.
 #[tokio::test]
 async fn with_stripe_slowed_checkouts_queue_per_tenant_and_metering_stays_prompt() {
-    let sim = stripe_sim::Simulator::start("127.0.0.1:0".parse().unwrap(), Default::default()).await.unwrap();
-    let prices = create_prices(&sim).await;
-    let proxy = StripeProxy::start(&sim.base_url).await;
+    let (s, proxy) = spawn_with_stripe_proxy().await;
     proxy.set_latency(Duration::from_millis(300));
-    let mut env = stripe_env(&sim, &prices);
-    env.insert("STRIPE_API_BASE".into(), proxy.base.clone());
-    let app = spawn_app_with(move |e| e.extend(env)).await;
+    let (app, prices) = (&s.app, &s.prices);
+    let sim = s.simulator.as_ref().expect("the simulator");
     app.put_tenant("slow", &json!({"name": "Slow", "billing_email": "slow@acme.test"})).await;
     let mut checkouts = Vec::new();
     for _ in 0..3 {
@@ -125,10 +117,10 @@ async fn with_stripe_slowed_checkouts_queue_per_tenant_and_metering_stays_prompt
     sessions.dedup();
     assert_eq!(sessions.len(), 3, "each checkout opened its own session");
     let customers =
-        crate::helpers::sim_call(&sim, Method::GET, "/v1/customers", &[("email", "slow@acme.test")]).await;
+        crate::helpers::sim_call(sim, Method::GET, "/v1/customers", &[("email", "slow@acme.test")]).await;
     assert_eq!(customers["data"].as_array().unwrap().len(), 1, "exactly one Customer");
     let expired =
-        crate::helpers::sim_call(&sim, Method::GET, "/v1/events", &[("type", "checkout.session.expired")])
+        crate::helpers::sim_call(sim, Method::GET, "/v1/events", &[("type", "checkout.session.expired")])
             .await;
     assert_eq!(expired["data"].as_array().unwrap().len(), 2, "each new session expired the one before");
 }

@@ -8,7 +8,7 @@ use hydra_billing::with_db;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, eventually, spawn_app};
+use crate::helpers::{TestApp, count, eventually, spawn_app};
 
 /// Sets `PRAGMA max_page_count` on every connection of both SQLite pools, the general one and
 /// the hot writers' (the pragma is per connection): holding all of them at once guarantees none
@@ -73,21 +73,6 @@ async fn write_round(app: &TestApp, tag: &str, log: &mut Vec<(Write, StatusCode)
     } else {
         log.push((Write::Reserve(String::new()), status));
     }
-}
-
-/// `SELECT COUNT(*) …` with `$1` bound to `arg` when given.
-async fn count(db: &Store, sql: &str, arg: Option<&str>) -> i64 {
-    let (n,): (i64,) = with_db!(db, |pool| {
-        let query = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()));
-        match arg {
-            Some(a) => query.bind(a.to_owned()),
-            None => query,
-        }
-        .fetch_one(pool)
-        .await
-    })
-    .unwrap();
-    n
 }
 
 /// Free tenants whose counters differ from their committed reservations (the ledger).

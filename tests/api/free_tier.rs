@@ -297,3 +297,36 @@ async fn status_of_a_paid_tenant_has_no_free_usage() {
     assert_eq!(body["seat_count"], 3);
     assert!(body["usage"].is_null());
 }
+
+/// Metering writes that arrive together share one commit on SQLite, yet keep their own outcomes:
+/// a write the database refuses (a unit for a tenant that does not exist) fails alone, and every
+/// other write of the same moment is committed.
+#[tokio::test]
+async fn a_refused_write_among_concurrent_ones_fails_alone() {
+    use hydra_billing::domain::access::Tier;
+    use hydra_billing::domain::catalogue::Metric;
+    let app = spawn_app().await;
+    for i in 0..20 {
+        app.put_tenant(&format!("g{i}"), &json!({"name": "Grouped"})).await;
+    }
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let db = app.db.clone();
+        writes.spawn(async move {
+            let tenant = if i % 10 == 0 { "ghost".to_owned() } else { format!("g{}", i % 20) };
+            let id = format!("res_group_{i}");
+            let result = db.reserve_paid(&tenant, Metric::Fix, &id, Tier::Team, START, START + 900).await;
+            (tenant, result.is_ok())
+        });
+    }
+    for (tenant, ok) in writes.join_all().await {
+        assert_eq!(ok, tenant != "ghost", "{tenant}");
+    }
+    let stored = crate::helpers::count(
+        &app.db,
+        "SELECT COUNT(*) FROM usage_reservations WHERE id LIKE 'res_group_%'",
+        None,
+    )
+    .await;
+    assert_eq!(stored, 36, "every write but the four refused ones is committed");
+}

@@ -442,6 +442,21 @@ pub async fn spawn_with_stripe_and(
     WithStripe::on_simulator(app, sim, prices)
 }
 
+/// The app against the simulator through a [`crate::stripe_proxy::StripeProxy`], which can slow,
+/// hold and record the service's calls (the harness's own calls go to the simulator directly).
+pub async fn spawn_with_stripe_proxy() -> (WithStripe, crate::stripe_proxy::StripeProxy) {
+    let sim =
+        stripe_sim::Simulator::start("127.0.0.1:0".parse().unwrap(), stripe_sim::SimSettings::default())
+            .await
+            .unwrap();
+    let prices = create_prices(&sim).await;
+    let proxy = crate::stripe_proxy::StripeProxy::start(&sim.base_url).await;
+    let mut env = stripe_env(&sim, &prices);
+    env.insert("STRIPE_API_BASE".into(), proxy.base.clone());
+    let app = spawn_app_with(move |e| e.extend(env)).await;
+    (WithStripe::on_simulator(app, sim, prices), proxy)
+}
+
 /// The app against Stripe test mode with `key`: the catalogue made (or found) by `stripe setup`.
 /// Webhooks are not forwarded here; state is observed through reconciliation (the same code).
 pub async fn spawn_online(key: &str) -> WithStripe {
@@ -483,7 +498,7 @@ pub async fn spawn_online(key: &str) -> WithStripe {
 }
 
 impl WithStripe {
-    pub fn on_simulator(app: TestApp, sim: stripe_sim::Simulator, prices: Prices) -> WithStripe {
+    fn on_simulator(app: TestApp, sim: stripe_sim::Simulator, prices: Prices) -> WithStripe {
         let api_base = sim.base_url.clone();
         WithStripe {
             app,
@@ -800,4 +815,19 @@ pub async fn metrics_text(client: &reqwest::Client, base: &str) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// `SELECT COUNT(*) …` with `$1` bound to `arg` when given.
+pub async fn count(db: &Store, sql: &str, arg: Option<&str>) -> i64 {
+    let (n,): (i64,) = with_db!(db, |pool| {
+        let query = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()));
+        match arg {
+            Some(a) => query.bind(a.to_owned()),
+            None => query,
+        }
+        .fetch_one(pool)
+        .await
+    })
+    .unwrap();
+    n
 }

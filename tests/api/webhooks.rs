@@ -781,15 +781,7 @@ async fn deliveries_arriving_together_are_each_stored_once() {
 /// Stripe, each still processed with its own outcome; another customer's are read for apart.
 #[tokio::test]
 async fn a_customers_queued_events_share_one_read_of_stripe() {
-    use crate::helpers::{create_prices, spawn_app_with, stripe_env};
-    use crate::stripe_proxy::StripeProxy;
-    let sim = stripe_sim::Simulator::start("127.0.0.1:0".parse().unwrap(), Default::default()).await.unwrap();
-    let prices = create_prices(&sim).await;
-    let proxy = StripeProxy::start(&sim.base_url).await;
-    let mut env = stripe_env(&sim, &prices);
-    env.insert("STRIPE_API_BASE".into(), proxy.base.clone());
-    let app = spawn_app_with(move |e| e.extend(env)).await;
-    let s = WithStripe::on_simulator(app, sim, prices);
+    let (s, proxy) = crate::helpers::spawn_with_stripe_proxy().await;
     let (first, _) = s.tenant_with_customer("t1", "pm_card_visa").await;
     let (second, _) = s.tenant_with_customer("t2", "pm_card_visa").await;
     let kinds =

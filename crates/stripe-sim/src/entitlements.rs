@@ -13,16 +13,15 @@ fn granting(status: &str) -> bool {
 /// The feature objects the customer is entitled to now.
 pub fn active_features(world: &World, customer: &str) -> Vec<Value> {
     let products: Vec<String> = world
-        .objects
-        .values()
-        .filter(|o| o["object"] == "subscription" && o["customer"] == customer)
-        .filter(|s| s["status"].as_str().is_some_and(granting))
+        .list_where("subscription", |s| {
+            s["customer"] == customer && s["status"].as_str().is_some_and(granting)
+        })
+        .iter()
         .filter_map(|s| s["items"]["data"][0]["price"]["product"].as_str().map(str::to_owned))
         .collect();
     let mut features: Vec<Value> = world
-        .objects
-        .values()
-        .filter(|o| o["object"] == "product_feature")
+        .list("product_feature")
+        .iter()
         .filter(|pf| {
             pf["id"]
                 .as_str()

@@ -236,9 +236,8 @@ async fn realtime_ticker(shared: Arc<Shared>) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let mut world = shared.world.lock().await;
         let customers: Vec<String> = world
-            .objects
-            .values()
-            .filter(|o| o["object"] == "customer" && o["test_clock"].is_null())
+            .list_where("customer", |c| c["test_clock"].is_null())
+            .iter()
             .filter_map(|o| o["id"].as_str().map(str::to_owned))
             .collect();
         let now = world::system_now();

@@ -37,6 +37,10 @@ pub struct InvoiceState {
 
 pub struct World {
     pub objects: BTreeMap<String, Value>,
+    /// Object ids by kind, so a list reads its own kind, not every object: with thousands of
+    /// customers (the renewal-storm bench) a scan of everything per call made the simulator the
+    /// bottleneck. An id stays after its object is removed; readers skip ids no longer there.
+    by_kind: HashMap<String, std::collections::BTreeSet<String>>,
     /// Where this simulator serves (hosted pages such as an invoice's live under it).
     pub base_url: String,
     /// Event ids, oldest first.
@@ -84,6 +88,7 @@ impl World {
             ^ u64::from(std::process::id()).rotate_left(32);
         World {
             objects: BTreeMap::new(),
+            by_kind: HashMap::new(),
             base_url: String::new(),
             events: Vec::new(),
             idempotency: HashMap::new(),
@@ -131,8 +136,11 @@ impl World {
     }
 
     pub fn put(&mut self, object: Value) -> Value {
-        if let Some(id) = object["id"].as_str() {
-            self.objects.insert(id.to_owned(), object.clone());
+        if let Some(id) = object["id"].as_str()
+            && self.objects.insert(id.to_owned(), object.clone()).is_none()
+        {
+            let kind = object["object"].as_str().unwrap_or_default().to_owned();
+            self.by_kind.entry(kind).or_default().insert(id.to_owned());
         }
         object
     }
@@ -163,14 +171,13 @@ impl World {
     /// Records an event (Stripe's shape) about `object`, with `previous` for `*.updated` events.
     /// The enabled webhook endpoints subscribed to events of `kind`.
     pub fn endpoints_for(&self, kind: &str) -> Vec<String> {
-        self.objects
-            .values()
-            .filter(|o| o["object"] == "webhook_endpoint" && o["status"] == "enabled")
-            .filter(|e| {
-                e["enabled_events"].as_array().is_some_and(|t| t.iter().any(|t| t == "*" || t == kind))
-            })
-            .filter_map(|e| e["id"].as_str().map(str::to_owned))
-            .collect()
+        self.list_where("webhook_endpoint", |e| {
+            e["status"] == "enabled"
+                && e["enabled_events"].as_array().is_some_and(|t| t.iter().any(|t| t == "*" || t == kind))
+        })
+        .iter()
+        .filter_map(|e| e["id"].as_str().map(str::to_owned))
+        .collect()
     }
 
     /// One endpoint accepted the event: one webhook fewer pending (duplicates count once).
@@ -222,7 +229,17 @@ impl World {
 
     /// All objects of one kind, newest first (Stripe's list order).
     pub fn list(&self, kind: &str) -> Vec<Value> {
-        let mut all: Vec<Value> = self.objects.values().filter(|o| o["object"] == kind).cloned().collect();
+        self.list_where(kind, |_| true)
+    }
+
+    /// The objects of one kind that `keep` accepts, newest first; only those are copied.
+    pub fn list_where(&self, kind: &str, keep: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let ids = self.by_kind.get(kind).into_iter().flatten();
+        let mut all: Vec<Value> = ids
+            .filter_map(|id| self.objects.get(id))
+            .filter(|o| o["object"] == kind && keep(o))
+            .cloned()
+            .collect();
         all.sort_by(|a, b| b["created"].as_i64().cmp(&a["created"].as_i64()));
         all
     }

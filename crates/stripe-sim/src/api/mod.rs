@@ -192,7 +192,7 @@ fn list_of(data: Vec<Value>, req: &Req) -> Value {
 }
 
 fn list(world: &World, req: &Req, kind: &str, keep: impl Fn(&Value, &Value) -> bool) -> Result<Value> {
-    let data: Vec<Value> = world.list(kind).into_iter().filter(|o| keep(o, &req.params)).collect();
+    let data: Vec<Value> = world.list_where(kind, |o| keep(o, &req.params));
     Ok(list_of(data, req))
 }
 
