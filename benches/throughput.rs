@@ -1,8 +1,11 @@
-//! Throughput benchmarks (not tests): access checks (with their p99) and reserve+commit per second
-//! over HTTP from 32 clients, each beside a baseline measured in the same run (a bare axum
-//! endpoint; a bare single-row UPDATE), the webhook intake beside an endpoint that only verifies
-//! and parses, and the reset job's time for 100,000 due tenants. SQLite always; PostgreSQL when
-//! HYDRA_BENCH_POSTGRES_URL is set. Run: `cargo bench --bench throughput`.
+//! Throughput benchmarks (not tests), printed as one table: each hot path beside a floor
+//! measured in the same run, with its ratio and p99 — the access check (bare axum GET), the
+//! webhook intake (an endpoint that only verifies and parses), reserve + commit over 1,000 paid
+//! tenants at 32 and 8 clients and reserve + release over 1,000 free ones (one-row UPDATE
+//! commits); then webhooks end to end, the reset job for 100,000 due tenants, a renewal storm
+//! against a slow, rate-limited simulator, and the `serve` binary's peak RSS with 100,000
+//! tenants. SQLite always; PostgreSQL too when HYDRA_BENCH_POSTGRES_URL is set.
+//! Run: `cargo bench --bench throughput` (`BENCH_SECONDS`, `BENCH_ROUNDS` lengthen it).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
