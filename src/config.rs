@@ -66,6 +66,8 @@ pub struct Config {
     pub admin_tokens: Vec<Secret>,
     pub stripe: StripeConfig,
     pub smtp_url: Option<Secret>,
+    /// The billing emails' sender (`EMAIL_FROM`); `no-reply@` the public host unless set.
+    pub email_from: String,
     /// How long an unsettled usage reservation holds its unit.
     pub reservation_ttl_secs: i64,
     /// Set only by `hydra-billing demo`: pages link to the demo's controls. No variable sets it.
@@ -238,6 +240,12 @@ impl Config {
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
             v.errors.push("PUBLIC_URL must be an http:// or https:// URL".into());
         }
+        let email_from = v.get("EMAIL_FROM").map_or_else(|| default_email_from(&public_url), str::to_owned);
+        if email_from.parse::<lettre::message::Mailbox>().is_err() {
+            v.errors.push(
+                "EMAIL_FROM must be an address, optionally with a name: Hydra <billing@example.com>".into(),
+            );
+        }
         if stripe.is_live() {
             if !public_url.starts_with("https://") {
                 v.errors.push("PUBLIC_URL must be https:// with a live Stripe key".into());
@@ -264,6 +272,7 @@ impl Config {
             admin_tokens,
             stripe,
             smtp_url,
+            email_from,
             reservation_ttl_secs: DEFAULT_RESERVATION_TTL_SECS,
             demo: false,
         })
@@ -312,6 +321,14 @@ impl Vars<'_> {
     }
 }
 
+/// The default sender (when `EMAIL_FROM` is unset): no-reply at the public host.
+fn default_email_from(public_url: &str) -> String {
+    let host =
+        public_url.split("://").nth(1).unwrap_or(public_url).split(['/', ':']).next().unwrap_or("localhost");
+    let host = if host.contains('.') { host.to_owned() } else { format!("{host}.localdomain") };
+    format!("Hydra Billing <no-reply@{host}>")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +347,19 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
+    }
+
+    #[test]
+    fn the_email_sender_defaults_to_the_public_host_and_must_be_an_address() {
+        let mut vars = complete();
+        vars.insert("PUBLIC_URL".into(), "https://billing.example.com".into());
+        let c = Config::from_vars(&vars).unwrap();
+        assert_eq!(c.email_from, "Hydra Billing <no-reply@billing.example.com>");
+        vars.insert("EMAIL_FROM".into(), "Acme <ap@acme.test>".into());
+        assert_eq!(Config::from_vars(&vars).unwrap().email_from, "Acme <ap@acme.test>");
+        vars.insert("EMAIL_FROM".into(), "not an address".into());
+        let errors = Config::from_vars(&vars).unwrap_err().0;
+        assert!(errors.iter().any(|e| e.starts_with("EMAIL_FROM")), "{errors:?}");
     }
 
     #[test]

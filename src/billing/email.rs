@@ -125,11 +125,3 @@ async fn deliver(
     transport.send(message).await.map_err(|e| anyhow::anyhow!("SMTP send failed: {e}"))?;
     Ok(())
 }
-
-/// The sender address: no-reply at the public host.
-pub fn sender(public_url: &str) -> String {
-    let host =
-        public_url.split("://").nth(1).unwrap_or(public_url).split(['/', ':']).next().unwrap_or("localhost");
-    let host = if host.contains('.') { host.to_owned() } else { format!("{host}.localdomain") };
-    format!("Hydra Billing <no-reply@{host}>")
-}

@@ -19,7 +19,7 @@ pub enum BillingError {
     NotFound(String),
     #[error("{message}")]
     Conflict { message: String, details: Map<String, Value> },
-    #[error("the free tier allows {limit} {} runs per 30 days and {used} are used", metric.as_str())]
+    #[error("you have used {used} of {limit} free {} in this 30-day period", metric.plural())]
     FreeTierLimitReached {
         metric: Metric,
         used: i64,

@@ -77,8 +77,7 @@ impl Billing {
             Job::FreeTierReset => store.reset_free_tier_windows(now).await.map_err(anyhow::Error::from),
             Job::ReservationExpiry => store.expire_reservations(now).await.map_err(anyhow::Error::from),
             Job::Outbox => {
-                let from = email::sender(&self.config.public_url);
-                email::send_pending(store, self.config.smtp_url.as_ref(), &from, now).await
+                email::send_pending(store, self.config.smtp_url.as_ref(), &self.config.email_from, now).await
             }
             // The rollback switch pauses every job that could take access away.
             Job::PeriodEnd | Job::GraceExpiry | Job::Reconcile if self.billing_frozen() => Ok(0),

@@ -198,6 +198,15 @@ impl Metric {
         }
     }
 
+    /// The plural noun in a sentence ("5 free fixes").
+    pub fn plural(self) -> &'static str {
+        match self {
+            Metric::Fix => "fixes",
+            Metric::DocRun => "doc runs",
+            Metric::LinearCycle => "Linear cycles",
+        }
+    }
+
     /// Free-tier allowance per 30-day window.
     pub fn free_limit(self) -> i64 {
         match self {

@@ -36,9 +36,12 @@ async fn at_limit_blocks_with_free_tier_limit_reached() {
     assert_eq!(error["limit"], 5);
     assert_eq!(error["resets_at"], "2026-01-31T00:00:00Z");
     assert_eq!(error["upgrade_url"], "http://billing.test/billing/upgrade");
+    assert_eq!(error["message"], "you have used 5 of 5 free fixes in this 30-day period");
     // The doc-run and cycle quotas are separate.
     assert_eq!(app.reserve("t1", "doc_run").await.status(), StatusCode::OK);
-    assert_eq!(error_of(app.reserve("t1", "doc_run").await, StatusCode::PAYMENT_REQUIRED).await["limit"], 1);
+    let doc_runs = error_of(app.reserve("t1", "doc_run").await, StatusCode::PAYMENT_REQUIRED).await;
+    assert_eq!(doc_runs["limit"], 1);
+    assert_eq!(doc_runs["message"], "you have used 1 of 1 free doc runs in this 30-day period");
     use_up(&app, "t1", "linear_cycle", 5).await;
     assert_eq!(
         error_of(app.reserve("t1", "linear_cycle").await, StatusCode::PAYMENT_REQUIRED).await["used"],

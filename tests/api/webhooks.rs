@@ -570,6 +570,7 @@ async fn payment_failure_emails_go_out_over_smtp_exactly_once_each() {
     let url = format!("smtp://127.0.0.1:{}", sink.port);
     let s = crate::helpers::spawn_with_stripe_and(move |env| {
         env.insert("SMTP_URL".into(), url);
+        env.insert("EMAIL_FROM".into(), "Acme Billing <billing@acme.test>".into());
     })
     .await;
     let (customer, clock) = s.tenant_with_customer("t1", "pm_card_visa").await;
@@ -597,6 +598,8 @@ async fn payment_failure_emails_go_out_over_smtp_exactly_once_each() {
     assert_eq!(messages.len(), 2);
     for m in &messages {
         assert!(m.contains("To: billing@t1.test"), "{m}");
+        let from = m.lines().find(|l| l.starts_with("From:")).unwrap_or_default();
+        assert!(from.contains("Acme Billing") && from.contains("<billing@acme.test>"), "EMAIL_FROM: {m}");
         assert!(m.contains("Subject: Hydra: your payment of $20.00 failed"), "{m}");
         assert!(m.contains("http://billing.test/billing"), "{m}");
     }

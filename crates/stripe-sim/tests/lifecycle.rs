@@ -102,7 +102,7 @@ fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
     mac.update(format!("{t}.").as_bytes());
     mac.update(body);
     let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
-    sigs.iter().any(|s| *s == expected)
+    sigs.contains(&expected)
 }
 
 struct Setup {
@@ -1094,7 +1094,6 @@ async fn the_calls_and_events_integrations_rely_on_exist() {
 #[tokio::test]
 async fn updated_plans_expanded_line_items_and_portal_configurations_have_stripes_shape() {
     let t = setup().await;
-    let price = t.client.get(&format!("/v1/prices/{}", t.business_monthly), &[]).await;
     let session = t.session(&[("line_items[0][quantity]", "2"), ("success_url", "http://app.test/ok")]).await;
     let expanded = t
         .client
