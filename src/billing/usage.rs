@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::{Billing, BillingError, BillingResult};
-use crate::domain::access::{Effective, Tier};
+use crate::domain::access::{BillingState, Effective, Tier, effective_tier};
 use crate::domain::catalogue::Metric;
 use crate::domain::clock::Timestamp;
 use crate::domain::ids::{ReservationId, TenantId};
@@ -51,22 +51,23 @@ impl Billing {
         let now = self.clock.now();
         let expires_at = now + ttl_secs;
         let id = new_id("res");
+        // The access rules as `effective` applies them, with what they need copied in: the
+        // store may run them on its writer task.
+        let (at, grace_days) = (self.access_time(), self.config.grace_period_days);
+        let tier_of = move |state: &BillingState| effective_tier(state, at, grace_days).tier;
         // Most runs are paid tenants' (Hydra's customers), and the access facts (in memory,
         // forgotten on every write of the tenant) already say so: such a unit is one insert.
         // Free tenants, and tenants not yet known, take the locked path that enforces the quota.
-        let known_tier = self.effective(&self.store.access_facts(tenant.as_str()).await?.state).tier;
+        let known_tier = tier_of(&self.store.access_facts(tenant.as_str()).await?.state);
         let reserved = if known_tier.is_paid() {
             self.store
                 .reserve_paid(tenant.as_str(), metric, &id, known_tier, now, expires_at)
                 .await
                 .map(|()| Reserved::Admitted { tier: known_tier })
         } else {
-            // The same rule as `effective`, with what it needs copied in: the store may run it
-            // on its writer task.
-            let (at, grace_days) = (self.access_time(), self.config.grace_period_days);
             self.store
                 .reserve(tenant.as_str(), metric, &id, now, expires_at, move |row| {
-                    crate::domain::access::effective_tier(&row.billing_state(), at, grace_days).tier
+                    tier_of(&row.billing_state())
                 })
                 .await
         };

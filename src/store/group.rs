@@ -1,4 +1,5 @@
-//! Owns SQLite's group commit for metering (reserve, settle): writes queued at the same moment
+//! Owns group commits: the queue one task drains in groups ([`Batcher`], also behind the webhook
+//! intake), and SQLite's group commit for metering (reserve, settle): writes queued at the same moment
 //! run one after another inside one transaction on the writer connection, each in a savepoint of
 //! its own, and every caller is answered only after that transaction commits.
 //!
@@ -27,11 +28,49 @@ type Boxed<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
 /// Answers a write's caller once its group's commit is known.
 type Done = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 /// One queued write: runs on the group's connection; says whether it succeeded, and how to answer.
-type Op = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> Boxed<'c, (bool, Done)> + Send>;
+pub(super) type Op = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> Boxed<'c, (bool, Done)> + Send>;
 
-/// The store's handle on its group-commit task, started on first use.
-#[derive(Debug, Default)]
-pub(super) struct Group(OnceLock<mpsc::Sender<Op>>);
+/// A queue that one task drains in groups, started on first use (inside the caller's runtime):
+/// the webhook intake's and metering's group commits both run on it.
+pub(super) struct Batcher<T>(OnceLock<mpsc::Sender<T>>);
+
+impl<T> std::fmt::Debug for Batcher<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher").field("started", &self.0.get().is_some()).finish()
+    }
+}
+
+impl<T> Default for Batcher<T> {
+    fn default() -> Self {
+        Batcher(OnceLock::new())
+    }
+}
+
+impl<T: Send + 'static> Batcher<T> {
+    /// Queues `item`; the task calls `write` with whatever has queued, at most `max` at a time.
+    /// When the task is gone (a store outliving the runtime that started it), `write` runs here
+    /// with `item` alone. Waits while the queue is full (back-pressure, not an unbounded queue).
+    pub(super) async fn submit<W, F>(&self, item: T, max: usize, write: W)
+    where
+        W: Fn(Vec<T>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = ()> + Send,
+    {
+        let queue = self.0.get_or_init(|| {
+            let (sender, mut queue) = mpsc::channel(4_096);
+            let write = write.clone();
+            tokio::spawn(async move {
+                let mut group = Vec::with_capacity(max);
+                while queue.recv_many(&mut group, max).await > 0 {
+                    write(std::mem::take(&mut group)).await;
+                }
+            });
+            sender
+        });
+        if let Err(mpsc::error::SendError(item)) = queue.send(item).await {
+            write(vec![item]).await;
+        }
+    }
+}
 
 impl Store {
     /// Runs `work` on SQLite's writer in the transaction of whatever writes are queued with it;
@@ -57,24 +96,14 @@ impl Store {
                 (ok, done)
             })
         });
-        let queue = self.group.0.get_or_init(|| {
-            let (sender, queue) = mpsc::channel(4_096);
-            tokio::spawn(write_groups(pool.clone(), queue));
-            sender
-        });
-        if let Err(mpsc::error::SendError(op)) = queue.send(op).await {
-            // The task is gone (a store outliving the runtime that started it): a group of one.
-            write_group(pool, vec![op]).await;
-        }
+        let pool = pool.clone();
+        let write = move |ops| {
+            let pool = pool.clone();
+            async move { write_group(&pool, ops).await }
+        };
+        self.group.submit(op, MAX_GROUP, write).await;
         // Dropped unanswered: the group failed before this write ran (nothing of it committed).
         answer.await.unwrap_or_else(|_| Err(StoreError::Unavailable("the write was not committed".into())))
-    }
-}
-
-async fn write_groups(pool: SqlitePool, mut queue: mpsc::Receiver<Op>) {
-    let mut ops = Vec::with_capacity(MAX_GROUP);
-    while queue.recv_many(&mut ops, MAX_GROUP).await > 0 {
-        write_group(&pool, std::mem::take(&mut ops)).await;
     }
 }
 

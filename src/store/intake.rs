@@ -9,9 +9,8 @@
 //! commit is shared by however many events arrived during the previous one.
 
 use std::collections::HashSet;
-use std::sync::OnceLock;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::group::copy_of;
 use super::{Db, Store, StoreError, StoreResult};
@@ -20,8 +19,6 @@ use crate::domain::clock::Timestamp;
 /// At most this many events per insert: 9 values each stays far below SQLite's 32,766 bound
 /// parameters, and a group of 1 MiB events stays bounded in memory.
 const MAX_GROUP: usize = 128;
-/// Callers waiting beyond this many wait for room (back-pressure, not an unbounded queue).
-const QUEUE: usize = 4_096;
 
 /// A verified event, as the webhook endpoint stores it.
 pub struct NewEvent<'a> {
@@ -38,7 +35,7 @@ pub struct NewEvent<'a> {
 
 /// The same, owned, with where to send the answer: true when it was inserted, false when that
 /// id was stored already.
-struct Pending {
+pub(super) struct Pending {
     id: String,
     kind: String,
     livemode: bool,
@@ -70,61 +67,40 @@ impl Pending {
     }
 }
 
-/// The store's handle on its intake task, started on first use (inside the caller's runtime).
-#[derive(Debug, Default)]
-pub(super) struct Intake(OnceLock<mpsc::Sender<Pending>>);
-
 impl Store {
     /// Stores a verified event; a redelivery of a stored id changes nothing. True when inserted.
     /// Answers once the group it went in with has committed.
     pub async fn store_event(&self, e: NewEvent<'_>) -> StoreResult<bool> {
         let (pending, answer) = Pending::from(e);
-        let intake = self.intake.0.get_or_init(|| {
-            let (sender, queue) = mpsc::channel(QUEUE);
-            tokio::spawn(write_groups(self.writer().clone(), queue));
-            sender
-        });
-        match intake.send(pending).await {
-            Ok(()) => match answer.await {
-                Ok(result) => result,
-                // The task ended with the event in hand (its runtime is shutting down): not known
-                // to be stored, so the answer is a 503 and Stripe delivers it again.
-                Err(_) => Err(StoreError::Unavailable("the intake stopped".into())),
-            },
-            // The task is gone (a store outliving the runtime that started it): store directly.
-            Err(mpsc::error::SendError(mut pending)) => {
-                pending.reply = None;
-                insert_group(self.writer(), std::slice::from_ref(&pending)).await.map(|ids| !ids.is_empty())
-            }
-        }
+        let db = self.writer().clone();
+        let write = move |group| write_group(db.clone(), group);
+        self.intake.submit(pending, MAX_GROUP, write).await;
+        // Dropped unanswered: the task ended with the event in hand (its runtime is shutting
+        // down); not known to be stored, so the answer is a 503 and Stripe delivers it again.
+        answer.await.unwrap_or_else(|_| Err(StoreError::Unavailable("the intake stopped".into())))
     }
 }
 
-/// Takes what has queued (up to [`MAX_GROUP`]), stores it in one insert, answers each caller.
-async fn write_groups(db: Db, mut queue: mpsc::Receiver<Pending>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
-        match insert_group(&db, &group).await {
-            Ok(inserted) => answer_group(&mut group, &inserted),
-            // One event the database refuses must not fail the others: each alone, then.
-            Err(_) if group.len() > 1 => {
-                for one in &mut group {
-                    let result =
-                        insert_group(&db, std::slice::from_ref(one)).await.map(|ids| !ids.is_empty());
-                    if let Some(reply) = one.reply.take() {
-                        let _ = reply.send(result);
-                    }
-                }
-            }
-            Err(e) => {
-                for one in &mut group {
-                    if let Some(reply) = one.reply.take() {
-                        let _ = reply.send(Err(copy_of(&e)));
-                    }
+/// Stores a group in one insert and answers each caller.
+async fn write_group(db: Db, mut group: Vec<Pending>) {
+    match insert_group(&db, &group).await {
+        Ok(inserted) => answer_group(&mut group, &inserted),
+        // One event the database refuses must not fail the others: each alone, then.
+        Err(_) if group.len() > 1 => {
+            for one in &mut group {
+                let result = insert_group(&db, std::slice::from_ref(one)).await.map(|ids| !ids.is_empty());
+                if let Some(reply) = one.reply.take() {
+                    let _ = reply.send(result);
                 }
             }
         }
-        group.clear();
+        Err(e) => {
+            for one in &mut group {
+                if let Some(reply) = one.reply.take() {
+                    let _ = reply.send(Err(copy_of(&e)));
+                }
+            }
+        }
     }
 }
 

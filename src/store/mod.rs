@@ -134,9 +134,9 @@ pub struct Store {
     writer: Db,
     cache: std::sync::Arc<cache::AccessCache>,
     /// The webhook intake's group commit (see `intake`), shared by clones.
-    intake: std::sync::Arc<intake::Intake>,
+    intake: std::sync::Arc<group::Batcher<intake::Pending>>,
     /// SQLite's group commit for metering (see `group`), shared by clones.
-    group: std::sync::Arc<group::Group>,
+    group: std::sync::Arc<group::Batcher<group::Op>>,
 }
 
 /// The database a store talks to.
