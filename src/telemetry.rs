@@ -39,6 +39,19 @@ pub fn request_span<B>(request: &Request<B>) -> Span {
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// The process-wide recorder; installed on first use, so several apps (tests) can share it.
+/// The counters alerts take `increase()` of, present at 0 from the start: a counter created by
+/// its first increment has no earlier sample, so Prometheus would never see that increase.
+fn register_counters_at_zero() {
+    for outcome in ["stored", "duplicate", "bad_signature", "store_failed"] {
+        metrics::counter!("hydra_webhooks_total", "outcome" => outcome).increment(0);
+    }
+    for outcome in ["ok", "refused", "unavailable", "rate_limited", "over_budget"] {
+        metrics::counter!("hydra_stripe_calls_total", "outcome" => outcome).increment(0);
+    }
+    metrics::counter!("hydra_reconcile_drift_total").increment(0);
+    metrics::counter!("hydra_double_subscriptions_total").increment(0);
+}
+
 pub fn metrics_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
@@ -52,6 +65,7 @@ pub fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // Fails only if something else installed a recorder first; ours still renders.
             let _ = metrics::set_global_recorder(recorder);
+            register_counters_at_zero();
             handle
         })
         .clone()

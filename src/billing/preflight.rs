@@ -7,7 +7,7 @@ use std::process::Command;
 
 use super::Billing;
 use crate::domain::catalogue::{PLANS, PRODUCTS, product_features};
-use crate::stripe::setup::{attached_features, missing_events, webhook_url};
+use crate::stripe::setup::{attached_features, missing_events, portal_problems, webhook_url};
 use crate::stripe::{STRIPE_API_VERSION, SubscriptionView};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +126,7 @@ pub async fn run(state: &Billing, repo: &Path) -> Vec<Check> {
     ));
     checks.extend(check_prices(state).await);
     checks.push(check_webhook_endpoint(state).await);
+    checks.push(check_portal(state).await);
     checks.push(check_features(state).await);
     checks.push(check_migrations(state).await);
     checks.extend(check_database(state).await);
@@ -175,6 +176,34 @@ async fn check_prices(state: &Billing) -> Vec<Check> {
         checks.push(check);
     }
     checks
+}
+
+/// The portal configuration customers are sent to: STRIPE_PORTAL_CONFIG_ID, or (unset) the one
+/// `stripe setup` made, which is what Stripe's default would not be.
+async fn check_portal(state: &Billing) -> Check {
+    let name = "customer portal configured (features, proration, products)";
+    let found = match state.config.stripe.portal_config_id.as_deref() {
+        Some(id) => state.stripe.get(&format!("/v1/billing_portal/configurations/{id}"), &[]).await.map(Some),
+        None => state
+            .stripe
+            .list_all("/v1/billing_portal/configurations", &[])
+            .await
+            .map(|all| all.into_iter().find(|c| c["metadata"]["hydra"] == "billing")),
+    };
+    let config = match found {
+        Ok(Some(c)) => c,
+        Ok(None) => return Check::new(name, false, "no configuration made by stripe setup; run it"),
+        Err(e) => return Check::new(name, false, e.to_string()),
+    };
+    let prices = &state.config.stripe.prices;
+    let pairs: Vec<(&str, &str)> = PLANS.iter().map(|p| (p.product().id, prices.id_of(p))).collect();
+    let problems = portal_problems(&config, &pairs);
+    let id = config["id"].as_str().unwrap_or("?");
+    if problems.is_empty() {
+        Check::new(name, true, format!("{id}: cancel at period end, always_invoice, all 4 prices"))
+    } else {
+        Check::new(name, false, format!("{id}: {}", problems.join("; ")))
+    }
 }
 
 async fn check_webhook_endpoint(state: &Billing) -> Check {

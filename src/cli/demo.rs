@@ -61,6 +61,11 @@ struct DemoCtx {
     /// One clock move at a time: a second one while the first advances would read a stale renewal
     /// date or meet Stripe's "clock is advancing" refusal.
     travel: tokio::sync::Mutex<()>,
+    /// The demo's own service token and URL: "Run a fix" calls the service API as Hydra's runner
+    /// does, over HTTP, so what it shows is what Hydra gets.
+    service_token: String,
+    api: String,
+    http: reqwest::Client,
 }
 
 /// Runs the demo on `port` (0 for any) until Ctrl-C.
@@ -117,12 +122,16 @@ pub async fn run(port: u16) -> anyhow::Result<()> {
     let ctx = Arc::new(DemoCtx {
         test_clock: test_clock["id"].as_str().unwrap_or_default().to_owned(),
         travel: tokio::sync::Mutex::new(()),
+        service_token: vars.get("HYDRA_SERVICE_TOKEN").cloned().unwrap_or_default(),
+        api: public_url.clone(),
+        http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
     });
     let routes = Router::new()
         .route("/", get(|| async { Redirect::to("/demo") }))
         .route("/demo", get(demo_page))
         .route("/demo/login", post(login))
         .route("/demo/clock", post(move_clock))
+        .route("/demo/run", post(run_fix))
         .layer(Extension(ctx.clone()));
     let app = Application::on_listener(state.clone(), listener);
     let server = tokio::spawn(app.run_with_routes(routes, true, shutdown_signal()));
@@ -209,6 +218,14 @@ struct TeamView {
     summary: String,
 }
 
+/// What "Run a fix" got from the service.
+enum RunOutcome {
+    /// Reserved and committed.
+    Ran { team: &'static str, message: String },
+    /// The 402: what the upgrade prompt beside it needs.
+    Refused { team: &'static str, message: String, metric: String, resets_at: String },
+}
+
 #[derive(Template)]
 #[template(path = "demo.html")]
 struct DemoPage {
@@ -219,6 +236,7 @@ struct DemoPage {
     now: String,
     ahead: Option<i64>,
     error: Option<String>,
+    ran: Option<RunOutcome>,
 }
 
 async fn demo_page(State(state): State<AppState>) -> Response {
@@ -226,6 +244,15 @@ async fn demo_page(State(state): State<AppState>) -> Response {
 }
 
 async fn render_demo(state: &AppState, status: StatusCode, error: Option<String>) -> Response {
+    render_demo_with(state, status, error, None).await
+}
+
+async fn render_demo_with(
+    state: &AppState,
+    status: StatusCode,
+    error: Option<String>,
+    ran: Option<RunOutcome>,
+) -> Response {
     let mut teams = Vec::new();
     for team in &TEAMS {
         let summary = match state.status(team.id).await {
@@ -262,6 +289,7 @@ async fn render_demo(state: &AppState, status: StatusCode, error: Option<String>
         ),
         ahead: (ahead > 0).then_some(ahead),
         error,
+        ran,
     };
     render(status, &page)
 }
@@ -277,23 +305,30 @@ fn team(id: &str) -> Option<&'static DemoTeam> {
     TEAMS.iter().find(|t| t.id == id)
 }
 
+/// How long a demo sign-in lasts.
+const DEMO_SESSION_SECS: i64 = 12 * 3600;
+
+/// A token for the team's billing admin, and when it expires.
+fn team_token(
+    state: &AppState,
+    team: &DemoTeam,
+) -> Result<(String, Timestamp), crate::http::error::ApiError> {
+    let now = state.clock.now();
+    let request = MintRequest {
+        tenant: team.id,
+        uid: "demo",
+        role: Role::BillingAdmin,
+        email: None,
+        ttl_secs: DEMO_SESSION_SECS,
+        now,
+    };
+    Ok((auth::mint(&state.config.auth_secret, request)?, now + DEMO_SESSION_SECS))
+}
+
 /// Signs the browser in as a demo team's billing admin and opens its billing page.
 fn sign_in(state: &AppState, team: &DemoTeam) -> Response {
-    let ttl = 12 * 3600;
-    let token = auth::mint(
-        &state.config.auth_secret,
-        MintRequest {
-            tenant: team.id,
-            uid: "demo",
-            role: Role::BillingAdmin,
-            email: None,
-            ttl_secs: ttl,
-            now: state.clock.now(),
-        },
-    );
-    match token
-        .map_err(crate::http::error::ApiError::from)
-        .and_then(|t| crate::http::assets::signed_in(state, &t, state.clock.now() + ttl, "/billing"))
+    match team_token(state, team)
+        .and_then(|(t, until)| crate::http::assets::signed_in(state, &t, until, "/billing"))
     {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -387,4 +422,64 @@ async fn travel(state: &AppState, ctx: &DemoCtx, to: Timestamp) -> anyhow::Resul
         state.run_job(job).await?;
     }
     Ok(())
+}
+
+/// "Run a fix" as Hydra's runner does it: reserve through the service API, run (instantly
+/// here), commit. On the free tier's limit the 402 comes back and the page shows the upgrade
+/// prompt with the 402's own fields; the browser is signed in as the team, so the prompt's
+/// "See plans" opens that team's upgrade page.
+async fn run_fix(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<Arc<DemoCtx>>,
+    form: Result<Form<TeamForm>, FormRejection>,
+) -> Response {
+    let Some(team) = form.ok().and_then(|Form(f)| team(&f.tenant)) else {
+        return render_demo(&state, StatusCode::NOT_FOUND, Some("There is no such demo team.".into())).await;
+    };
+    let outcome = match metered_fix(&ctx, team).await {
+        Ok(outcome) => outcome,
+        Err(e) => return render_demo(&state, StatusCode::BAD_GATEWAY, Some(format!("{e:#}"))).await,
+    };
+    let mut response = render_demo_with(&state, StatusCode::OK, None, Some(outcome)).await;
+    if let Ok(cookie) =
+        team_token(&state, team).and_then(|(t, until)| crate::http::assets::session_cookie(&state, &t, until))
+    {
+        response.headers_mut().insert(axum::http::header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+async fn metered_fix(ctx: &DemoCtx, team: &'static DemoTeam) -> anyhow::Result<RunOutcome> {
+    let call =
+        |path: String| ctx.http.post(format!("{}{path}", ctx.api)).bearer_auth(&ctx.service_token).send();
+    let reserved = call(format!("/api/tenants/{}/usage/fix/reserve", team.id)).await?;
+    let status = reserved.status();
+    let body: serde_json::Value = reserved.json().await?;
+    if status == StatusCode::PAYMENT_REQUIRED {
+        let error = &body["error"];
+        let text = |k: &str| error[k].as_str().unwrap_or_default().to_owned();
+        return Ok(RunOutcome::Refused {
+            team: team.name,
+            message: text("message"),
+            metric: text("metric"),
+            resets_at: text("resets_at"),
+        });
+    }
+    anyhow::ensure!(status.is_success(), "the service answered {status}: {body}");
+    let id = body["reservation_id"].as_str().context("a reservation without id")?;
+    let committed = call(format!("/api/usage/reservations/{id}/commit")).await?;
+    anyhow::ensure!(committed.status().is_success(), "the commit answered {}", committed.status());
+    let tier = body["tier"].as_str().unwrap_or("free");
+    let message = if tier == "free" {
+        format!(
+            "The fix ran for {}: reserved {id}, then committed. It counts against the free tier.",
+            team.name
+        )
+    } else {
+        format!(
+            "The fix ran for {} on {tier}: reserved {id}, then committed. Paid plans run unlimited fixes.",
+            team.name
+        )
+    };
+    Ok(RunOutcome::Ran { team: team.name, message })
 }

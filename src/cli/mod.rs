@@ -1,8 +1,9 @@
 //! Owns the command line: the `Command` enum (the README's subcommands) and its dispatch; each
-//! command group is a module (`db`, `ops`, `stripe`, `demo`) that calls the same use cases as
-//! HTTP and the jobs. Only `serve`, `demo` and `migrate` change the schema; `jobs`, `events` and
+//! command group is a module (`db`, `ops`, `admin`, `stripe`, `demo`) that calls the same use
+//! cases as HTTP and the jobs. Only `serve`, `demo` and `migrate` change the schema; `jobs`, `events` and
 //! `reconcile` refuse while migrations are pending, and `preflight` reports them.
 
+mod admin;
 mod db;
 #[cfg(feature = "sim")]
 pub mod demo;
@@ -87,6 +88,102 @@ enum Command {
     Stripe {
         #[command(subcommand)]
         action: StripeAction,
+    },
+    /// One tenant: look at it, give it a manual plan, link its Stripe customer; or announce many.
+    Tenant {
+        #[command(subcommand)]
+        action: TenantAction,
+    },
+    /// The billing audit log: every plan or status change, who made it and why.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+    /// The usage ledger: every committed run.
+    Usage {
+        #[command(subcommand)]
+        action: UsageAction,
+    },
+    /// A consistent copy of the SQLite database while the service runs (VACUUM INTO); refuses an
+    /// existing PATH. On PostgreSQL use pg_dump.
+    Backup { path: std::path::PathBuf },
+    /// Print the API's OpenAPI 3.1 document (as served at /api/openapi.json).
+    Openapi,
+}
+
+#[derive(Subcommand)]
+enum TenantAction {
+    /// Stored and effective state and why, Stripe ids, free usage, recent events and audit entries.
+    Show {
+        id: String,
+        /// Everything as one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give the tenant a manual plan (it wins over Stripe until --until), or remove it (--clear).
+    SetPlan {
+        id: String,
+        /// free, team, business or enterprise.
+        tier: Option<String>,
+        #[arg(long)]
+        clear: bool,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
+        /// When the manual plan ends: YYYY-MM-DD (midnight UTC) or RFC 3339.
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Link a Stripe customer to the tenant (after checking it with Stripe), then reconcile it.
+    LinkCustomer {
+        id: String,
+        customer: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Announce tenants in bulk from JSON lines or a .csv file (id,name,billing_email);
+    /// idempotent.
+    Import { file: std::path::PathBuf },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Newest first.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// From this date on: YYYY-MM-DD or RFC 3339.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ExportFormat {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Subcommand)]
+enum UsageAction {
+    /// Committed runs, oldest first, one row per run.
+    Export {
+        /// Committed at or after: YYYY-MM-DD or RFC 3339.
+        #[arg(long)]
+        since: Option<String>,
+        /// Committed before.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: ExportFormat,
+        /// Write here instead of stdout (never overwrites).
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
     },
 }
 
@@ -180,6 +277,14 @@ pub async fn main() -> ExitCode {
         Command::Reconcile { tenant } => ops::reconcile(tenant.as_deref()).await,
         Command::Preflight { repo } => return ops::preflight(&repo).await,
         Command::Stripe { action: StripeAction::Setup } => stripe::setup().await,
+        Command::Tenant { action } => admin::tenant(action).await,
+        Command::Audit { action } => admin::audit(action).await,
+        Command::Usage { action } => admin::usage(action).await,
+        Command::Backup { path } => admin::backup(&path).await,
+        Command::Openapi => {
+            print_banner(&crate::http::openapi::document_text());
+            Ok(())
+        }
         #[cfg(feature = "sim")]
         Command::Stripe {
             action: StripeAction::Sim { port, host, chaos_seed, latency, rate_limit, fail_rate },
@@ -282,8 +387,11 @@ pub fn parse_duration(s: &str) -> Option<i64> {
 
 /// Who a CLI write is attributed to in the audit log.
 fn cli_actor() -> String {
-    let user =
-        std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    // Under sudo (operators run commands as the service's user) the person is SUDO_USER.
+    let user = ["SUDO_USER", "USER", "LOGNAME"]
+        .into_iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".into());
     format!("cli:{user}")
 }
 

@@ -72,6 +72,30 @@ id_type!(
     |s| charset_ok(s, 255, b"_"),
     "not an event id"
 );
+id_type!(
+    CustomerId,
+    |s| charset_ok(s, 255, b"_") && s.starts_with("cus_"),
+    "a Stripe customer id is cus_ followed by letters and digits"
+);
+
+/// A tenant's display name as Hydra announces it: at most 200 characters, no control characters.
+pub fn check_tenant_name(name: &str) -> Result<(), &'static str> {
+    if name.chars().count() > 200 {
+        return Err("name is at most 200 characters");
+    }
+    if name.chars().any(char::is_control) {
+        return Err("name holds no control characters");
+    }
+    Ok(())
+}
+
+/// An address a billing email can be sent to: one `@`, a dotted domain, no spaces or controls.
+/// Deliberately loose: the mail server is the judge; this only refuses what is surely not one.
+pub fn plausible_email(email: &str) -> bool {
+    email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+}
 
 #[cfg(test)]
 mod tests {

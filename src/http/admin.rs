@@ -3,34 +3,63 @@
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::auth::AdminAuth;
 use super::error::{ApiError, ApiResult};
+use super::openapi::{ActorHeader, ErrorBody, EventStatusName, TierName};
 use crate::billing::events::STATUSES;
 use crate::domain::access::Tier;
 use crate::domain::clock::{parse_rfc3339, rfc3339, rfc3339_opt};
 use crate::domain::ids::{EventId, TenantId};
 use crate::store::{EventRow, ManualPlan, StoreError};
 
-#[derive(Deserialize)]
+/// A manual plan (Enterprise, or an override during an incident), or its removal.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanBody {
     /// `null` removes the manual plan. Required, so a misspelt body cannot remove one by accident.
+    #[schema(value_type = Option<TierName>, required = true)]
     plan_tier: Option<String>,
+    /// Written to the audit log; at most 500 characters.
+    #[schema(example = "Enterprise contract 2027")]
     reason: String,
+    /// When the manual plan ends (RFC 3339); absent means until removed.
     #[serde(default)]
+    #[schema(format = DateTime)]
     contract_ends_at: Option<String>,
 }
 
+/// The tenant's manual plan after the change, and the tier it now has.
+#[derive(Serialize, ToSchema)]
+pub struct PlanAnswer {
+    tenant_id: String,
+    #[schema(value_type = Option<TierName>)]
+    manual_plan_tier: Option<String>,
+    #[schema(format = DateTime)]
+    manual_contract_ends_at: Option<String>,
+    /// The effective tier.
+    #[schema(value_type = TierName)]
+    plan_tier: &'static str,
+}
+
+/// Set or remove a tenant's manual plan; it wins over Stripe's state until it ends.
+#[utoipa::path(post, path = "/api/admin/tenants/{id}/plan", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "Hydra's tenant id", pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"), ActorHeader),
+    request_body = PlanBody,
+    responses(
+        (status = 200, description = "Changed (and audited)", body = PlanAnswer),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+    ))]
 pub async fn set_plan(
     admin: AdminAuth,
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: Result<Json<Value>, JsonRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PlanAnswer>> {
     let id = TenantId::parse(&id)?;
     let Json(raw) = body?;
     if raw.get("plan_tier").is_none() {
@@ -61,53 +90,110 @@ pub async fn set_plan(
     };
     tracing::info!(tenant = %id, actor = %admin.actor, plan = ?tier, "manual plan changed");
     let effective = state.effective(&row.billing_state());
-    Ok(Json(json!({
-        "tenant_id": row.id,
-        "manual_plan_tier": row.manual_plan_tier,
-        "manual_contract_ends_at": rfc3339_opt(row.manual_contract_ends_at),
-        "plan_tier": effective.tier,
-    })))
+    Ok(Json(PlanAnswer {
+        tenant_id: row.id,
+        manual_plan_tier: row.manual_plan_tier,
+        manual_contract_ends_at: rfc3339_opt(row.manual_contract_ends_at),
+        plan_tier: effective.tier.as_str(),
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// Only events in this state.
+    #[param(value_type = Option<EventStatusName>)]
     status: Option<String>,
+    /// At most this many (1 to 1000; 100 by default).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
-/// `GET /api/admin/events[?status=…]`: stored Stripe events, newest first.
+/// A stored Stripe event.
+#[derive(Serialize, ToSchema)]
+pub struct EventAnswer {
+    #[schema(example = "evt_1Q2w3E4r5T6y")]
+    id: String,
+    #[serde(rename = "type")]
+    #[schema(example = "invoice.paid")]
+    kind: String,
+    #[schema(value_type = EventStatusName)]
+    status: String,
+    customer_id: Option<String>,
+    attempts: i64,
+    last_error: Option<String>,
+    /// Stripe's event time.
+    #[schema(format = DateTime)]
+    created: String,
+    #[schema(format = DateTime)]
+    received_at: String,
+    #[schema(format = DateTime)]
+    processed_at: Option<String>,
+}
+
+/// A page of events.
+#[derive(Serialize, ToSchema)]
+pub struct EventList {
+    data: Vec<EventAnswer>,
+}
+
+/// Stored Stripe events, newest first.
+#[utoipa::path(get, path = "/api/admin/events", tag = "admin", security(("admin_token" = [])),
+    params(EventsQuery),
+    responses((status = 200, description = "Events, newest first", body = EventList)))]
 pub async fn list_events(
     _: AdminAuth,
     State(state): State<AppState>,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EventList>> {
     let Query(query) = query?;
     if let Some(s) = query.status.as_deref().filter(|s| !STATUSES.contains(s)) {
         return Err(ApiError::invalid(format!("status {s:?} is one of {}", STATUSES.join(", "))));
     }
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let rows = state.store.list_events(query.status.as_deref(), limit).await?;
-    Ok(Json(json!({ "data": rows.iter().map(event_json).collect::<Vec<_>>() })))
+    Ok(Json(EventList { data: rows.into_iter().map(event_answer).collect() }))
 }
 
-fn event_json(row: &EventRow) -> Value {
-    let mut v = serde_json::to_value(row).unwrap_or(Value::Null);
-    v["created"] = rfc3339(row.created).into();
-    v["received_at"] = rfc3339(row.received_at).into();
-    v["processed_at"] = rfc3339_opt(row.processed_at).into();
-    v
+fn event_answer(row: EventRow) -> EventAnswer {
+    EventAnswer {
+        id: row.id,
+        kind: row.kind,
+        status: row.status,
+        customer_id: row.customer_id,
+        attempts: row.attempts,
+        last_error: row.last_error,
+        created: rfc3339(row.created),
+        received_at: rfc3339(row.received_at),
+        processed_at: rfc3339_opt(row.processed_at),
+    }
 }
 
-/// `POST /api/admin/events/{id}/replay`: process a stored event again (safe: fetch-and-sync).
+/// A replay queued.
+#[derive(Serialize, ToSchema)]
+pub struct ReplayAnswer {
+    id: String,
+    /// Always `received`: a worker processes it again shortly.
+    #[schema(example = "received")]
+    status: &'static str,
+}
+
+/// Process a stored event again (always safe: processing re-reads Stripe).
+#[utoipa::path(post, path = "/api/admin/events/{id}/replay", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "Stripe's event id", pattern = "^[A-Za-z0-9_]{1,255}$"), ActorHeader),
+    responses(
+        (status = 200, description = "Queued", body = ReplayAnswer),
+        (status = 404, description = "No stored event with this id", body = ErrorBody),
+    ))]
 pub async fn replay_event(
     admin: AdminAuth,
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ReplayAnswer>> {
     let id = EventId::parse(&id)?;
     if !state.replay_event(&id).await? {
         return Err(ApiError::not_found(format!("no stored event {id}")));
     }
     tracing::info!(event_id = %id, actor = %admin.actor, "event replay requested");
-    Ok(Json(json!({ "id": id.as_str(), "status": "received" })))
+    Ok(Json(ReplayAnswer { id: id.as_str().to_owned(), status: "received" }))
 }

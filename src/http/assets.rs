@@ -79,19 +79,28 @@ pub async fn start_session(
 
 /// A 303 to `next` (a path on this site) that keeps `token`, already verified, in the session
 /// cookie until it expires.
-pub fn signed_in(
+/// The `Set-Cookie` value that signs a browser in with `token` until `expires_at`.
+pub fn session_cookie(
     state: &super::AppState,
     token: &str,
     expires_at: crate::domain::clock::Timestamp,
-    next: &str,
-) -> Result<axum::response::Response, super::error::ApiError> {
+) -> Result<HeaderValue, super::error::ApiError> {
     let secure = if state.config.public_url.starts_with("https://") { "; Secure" } else { "" };
     let max_age = (expires_at - state.clock.now()).max(0);
     let cookie = format!(
         "{}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age}{secure}",
         super::auth::SESSION_COOKIE
     );
-    let cookie = HeaderValue::from_str(&cookie).map_err(|_| super::error::ApiError::Unauthorized)?;
+    HeaderValue::from_str(&cookie).map_err(|_| super::error::ApiError::Unauthorized)
+}
+
+pub fn signed_in(
+    state: &super::AppState,
+    token: &str,
+    expires_at: crate::domain::clock::Timestamp,
+    next: &str,
+) -> Result<axum::response::Response, super::error::ApiError> {
+    let cookie = session_cookie(state, token, expires_at)?;
     let location = HeaderValue::from_str(next).unwrap_or_else(|_| HeaderValue::from_static("/billing"));
     Ok((
         axum::http::StatusCode::SEE_OTHER,

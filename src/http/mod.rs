@@ -8,6 +8,7 @@ pub mod assets;
 pub mod auth;
 pub mod error;
 pub mod gate;
+pub mod openapi;
 pub mod ops;
 pub mod pages;
 mod routes;

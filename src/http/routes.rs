@@ -12,6 +12,7 @@ pub fn routes() -> Router<AppState> {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/api/openapi.json", get(super::openapi::openapi_json))
         .route("/api/tenants/{id}", put(service::put_tenant))
         .route("/api/tenants/{id}/usage/{metric}/reserve", post(service::reserve))
         .route("/api/usage/reservations/{id}/commit", post(service::commit))

@@ -3,12 +3,16 @@
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::auth::TenantAuth;
 use super::error::{ApiError, ApiResult};
+use super::openapi::{ErrorBody, LapseReasonName, MetricName, TierName};
 use crate::billing::checkout::PortalFlow;
 use crate::billing::quotes::{self, Change};
 use crate::billing::usage::Status;
@@ -16,59 +20,132 @@ use crate::domain::clock::{rfc3339, rfc3339_opt};
 use crate::domain::ids::{QuoteId, SessionId};
 use crate::domain::usage::shown_status;
 
+/// Free usage of one metric in the current 30-day window.
+#[derive(Serialize, ToSchema)]
+pub struct UsageCount {
+    /// Committed runs plus open reservations.
+    used: i64,
+    limit: i64,
+}
+
+/// Whether the tenant's plan gives it access now.
+#[derive(Serialize, ToSchema)]
+pub struct AccessState {
+    allowed: bool,
+    /// Why a paid plan no longer gives access.
+    #[schema(value_type = Option<LapseReasonName>)]
+    reason: Option<&'static str>,
+    #[schema(format = DateTime)]
+    grace_ends_at: Option<String>,
+    #[schema(format = DateTime)]
+    access_until: Option<String>,
+}
+
+/// The tenant's plan, subscription and (on Free) its usage; subscription fields are null unless
+/// a subscription is what gives the tier.
+#[derive(Serialize, ToSchema)]
+pub struct StatusAnswer {
+    tenant_id: String,
+    /// The effective tier.
+    #[schema(value_type = TierName)]
+    plan_tier: &'static str,
+    #[schema(example = "active")]
+    subscription_status: Option<String>,
+    seat_count: Option<i64>,
+    /// `month` or `year`.
+    interval: Option<String>,
+    #[schema(format = DateTime)]
+    current_period_end: Option<String>,
+    cancel_at_period_end: Option<bool>,
+    access: AccessState,
+    /// Free only: per metric (`fix`, `doc_run`, `linear_cycle`).
+    usage: Option<BTreeMap<&'static str, UsageCount>>,
+    /// Free only: when the oldest run of the window stops counting.
+    #[schema(format = DateTime)]
+    resets_at: Option<String>,
+}
+
 /// The status answer, built from the same [`Status`] the settings page renders.
-fn status_json(status: &Status, tenant_id: &str) -> Value {
+fn status_answer(status: &Status, tenant_id: &str) -> StatusAnswer {
     let sub = status.subscription();
     let effective = &status.effective;
     let usage = status.usage.as_ref().map(|u| {
         u.used
             .iter()
-            .map(|(m, used)| (m.as_str().to_owned(), json!({ "used": used, "limit": m.free_limit() })))
-            .collect::<Map<String, Value>>()
+            .map(|(m, used)| (m.as_str(), UsageCount { used: *used, limit: m.free_limit() }))
+            .collect()
     });
-    json!({
-        "tenant_id": tenant_id,
-        "plan_tier": effective.tier,
-        "subscription_status": sub.and_then(|r| r.stripe_subscription_status.clone()),
-        "seat_count": sub.and_then(|r| r.stripe_seat_count),
-        "interval": sub.and_then(|r| r.stripe_interval.clone()),
-        "current_period_end": rfc3339_opt(sub.and_then(|r| r.stripe_current_period_end)),
-        "cancel_at_period_end": sub.map(|r| r.cancel_at_period_end),
-        "access": {
-            "allowed": effective.reason.is_none(),
-            "reason": effective.reason,
-            "grace_ends_at": rfc3339_opt(effective.grace_ends_at),
-            "access_until": rfc3339_opt(effective.access_until),
+    StatusAnswer {
+        tenant_id: tenant_id.to_owned(),
+        plan_tier: effective.tier.as_str(),
+        subscription_status: sub.and_then(|r| r.stripe_subscription_status.clone()),
+        seat_count: sub.and_then(|r| r.stripe_seat_count),
+        interval: sub.and_then(|r| r.stripe_interval.clone()),
+        current_period_end: rfc3339_opt(sub.and_then(|r| r.stripe_current_period_end)),
+        cancel_at_period_end: sub.map(|r| r.cancel_at_period_end),
+        access: AccessState {
+            allowed: effective.reason.is_none(),
+            reason: effective.reason.map(|r| r.as_str()),
+            grace_ends_at: rfc3339_opt(effective.grace_ends_at),
+            access_until: rfc3339_opt(effective.access_until),
         },
-        "usage": usage,
-        "resets_at": rfc3339_opt(status.usage.as_ref().and_then(|u| u.resets_at)),
-    })
+        usage,
+        resets_at: rfc3339_opt(status.usage.as_ref().and_then(|u| u.resets_at)),
+    }
 }
 
-/// `GET /api/billing/status`: the tenant's plan, subscription and, on free, its usage.
-pub async fn status(auth: TenantAuth, State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    Ok(Json(status_json(&state.status(auth.tenant_id()).await?, auth.tenant_id())))
+/// The tenant's plan, subscription and, on Free, its usage.
+#[utoipa::path(get, path = "/api/billing/status", tag = "tenant",
+    security(("tenant_token" = []), ("tenant_cookie" = [])),
+    responses((status = 200, description = "The tenant's billing status", body = StatusAnswer)))]
+pub async fn status(auth: TenantAuth, State(state): State<AppState>) -> ApiResult<Json<StatusAnswer>> {
+    Ok(Json(status_answer(&state.status(auth.tenant_id()).await?, auth.tenant_id())))
 }
 
-/// `GET /api/billing/usage/reservations/{id}`: one of the tenant's own metered runs, so its
-/// pages can show a run's state. Another tenant's reservation answers 404, as a missing one.
+/// One metered run, as the tenant's pages show it.
+#[derive(Serialize, ToSchema)]
+pub struct ReservationState {
+    reservation_id: String,
+    #[schema(value_type = MetricName)]
+    metric: String,
+    #[schema(value_type = TierName)]
+    tier: String,
+    /// `open`, `committed`, `released` or `expired` (an open one past its time shows `expired`).
+    status: String,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    expires_at: String,
+    #[schema(format = DateTime)]
+    settled_at: Option<String>,
+}
+
+/// One of the tenant's own metered runs, so its pages can show a run's state. Another tenant's
+/// reservation answers 404, as a missing one.
+#[utoipa::path(get, path = "/api/billing/usage/reservations/{id}", tag = "tenant",
+    security(("tenant_token" = []), ("tenant_cookie" = [])),
+    params(("id" = String, Path, description = "The reservation id", pattern = "^[A-Za-z0-9_]{1,64}$")),
+    responses(
+        (status = 200, description = "The run", body = ReservationState),
+        (status = 404, description = "Not this tenant's, or none", body = ErrorBody),
+    ))]
 pub async fn reservation(
     auth: TenantAuth,
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ReservationState>> {
     let id = crate::domain::ids::ReservationId::parse(&id)?;
     let view = state.reservation(auth.tenant(), id.as_str()).await?;
     let status = shown_status(&view.status, view.expires_at, state.clock.now());
-    Ok(Json(json!({
-        "reservation_id": view.reservation_id,
-        "metric": view.metric,
-        "tier": view.tier,
-        "status": status,
-        "created_at": rfc3339(view.created_at),
-        "expires_at": rfc3339(view.expires_at),
-        "settled_at": rfc3339_opt(view.settled_at),
-    })))
+    Ok(Json(ReservationState {
+        reservation_id: view.reservation_id,
+        metric: view.metric,
+        tier: view.tier,
+        status: status.to_owned(),
+        created_at: rfc3339(view.created_at),
+        expires_at: rfc3339(view.expires_at),
+        settled_at: rfc3339_opt(view.settled_at),
+    }))
 }
 
 /// Every billing call that reaches Stripe: a billing admin, within the tenant's rate limit.
@@ -82,63 +159,163 @@ pub(crate) fn within_tenant_limit(state: &AppState, auth: &TenantAuth) -> Result
     state.tenant_limiter.check(auth.tenant_id(), state.clock.now()).map_err(ApiError::rate_limited)
 }
 
-#[derive(Deserialize)]
+/// What to buy.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutBody {
+    /// One of the four configured Stripe prices.
+    #[schema(example = "price_team_monthly")]
     price_id: String,
+    /// Seats.
     #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 500, default = 1)]
     quantity: i64,
+}
+
+/// Where to send the customer to pay.
+#[derive(Serialize, ToSchema)]
+pub struct CheckoutAnswer {
+    /// Stripe Checkout's page.
+    url: String,
+    session_id: String,
 }
 
 fn one() -> i64 {
     1
 }
 
-/// `POST /api/billing/checkout` `{price_id, quantity}` → `{url, session_id}`.
+/// Start Stripe Checkout for a paid plan. Creating one expires the tenant's previous open session.
+#[utoipa::path(post, path = "/api/billing/checkout", tag = "tenant",
+    security(("tenant_token" = []), ("tenant_cookie" = [])),
+    request_body = CheckoutBody,
+    responses(
+        (status = 200, description = "Checkout started", body = CheckoutAnswer),
+        (status = 403, description = "Not a billing admin, or a cookie call without the same origin", body = ErrorBody),
+        (status = 409, description = "A manual plan or a live subscription already", body = ErrorBody),
+        (status = 429, description = "Over the tenant's 60 Stripe calls a minute", body = ErrorBody),
+    ))]
 pub async fn checkout(
     auth: TenantAuth,
     State(state): State<AppState>,
     body: Result<Json<CheckoutBody>, JsonRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<CheckoutAnswer>> {
     stripe_call_allowed(&state, &auth)?;
     state.require_enabled()?;
     let Json(body) = body?;
     let started = state.start_checkout(auth.tenant(), &body.price_id, body.quantity).await?;
-    Ok(Json(json!({ "url": started.url, "session_id": started.session_id })))
+    Ok(Json(CheckoutAnswer { url: started.url, session_id: started.session_id }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SessionQuery {
+    /// The Checkout Session id Stripe sent the customer back with.
+    #[param(value_type = String, required = true, example = "cs_test_a1b2c3", pattern = "^cs_[A-Za-z0-9_]{1,197}$")]
     session_id: Option<String>,
 }
 
-/// `GET /api/billing/checkout/session?session_id=cs_…` → `{status, plan_tier}`.
+/// After Checkout: whether the plan is provisioned yet.
+#[derive(Serialize, ToSchema)]
+pub struct SessionAnswer {
+    /// `active` once the subscription is stored, `provisioning` until then.
+    #[schema(example = "active")]
+    status: &'static str,
+    #[schema(value_type = TierName)]
+    plan_tier: &'static str,
+}
+
+/// Confirm a completed Checkout Session is this tenant's and whether its plan is in place yet.
+#[utoipa::path(get, path = "/api/billing/checkout/session", tag = "tenant",
+    security(("tenant_token" = []), ("tenant_cookie" = [])),
+    params(SessionQuery),
+    responses(
+        (status = 200, description = "Provisioning or active", body = SessionAnswer),
+        (status = 404, description = "Not this tenant's session", body = ErrorBody),
+        (status = 409, description = "The session is open or expired (`checkout_status`)", body = ErrorBody),
+        (status = 429, description = "Over the tenant's 60 Stripe calls a minute", body = ErrorBody),
+    ))]
 pub async fn checkout_session(
     auth: TenantAuth,
     State(state): State<AppState>,
     query: Result<Query<SessionQuery>, QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SessionAnswer>> {
     within_tenant_limit(&state, &auth)?;
     let Query(query) = query?;
     let session_id = query.session_id.ok_or_else(|| ApiError::invalid("session_id is required"))?;
     let progress = state.checkout_progress(auth.tenant(), &SessionId::parse(&session_id)?).await?;
-    Ok(Json(json!({
-        "status": if progress.provisioned { "active" } else { "provisioning" },
-        "plan_tier": progress.plan_tier,
-    })))
+    Ok(Json(SessionAnswer {
+        status: if progress.provisioned { "active" } else { "provisioning" },
+        plan_tier: progress.plan_tier.as_str(),
+    }))
 }
 
 /// A preview (`{quantity}` / `{tier}`) or a confirmation (`{quote_id, confirm: true}`), never both.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeBody {
+    /// Seats (`/seats` previews).
+    #[schema(minimum = 1, maximum = 500)]
     quantity: Option<i64>,
+    /// `business` (`/upgrade` previews).
+    #[schema(example = "business")]
     tier: Option<String>,
+    /// A quote to apply, with `confirm: true`.
     quote_id: Option<String>,
     confirm: Option<bool>,
 }
 
-async fn change(state: &AppState, auth: &TenantAuth, body: ChangeBody, kind: &str) -> ApiResult<Value> {
+/// One line of Stripe's proration invoice.
+#[derive(Serialize, ToSchema)]
+pub struct QuoteLine {
+    description: Option<String>,
+    /// Cents; negative for unused time credited.
+    amount: i64,
+    quantity: Option<i64>,
+}
+
+/// A binding price for a change: confirming it charges exactly `amount_due`.
+#[derive(Serialize, ToSchema)]
+pub struct QuoteAnswer {
+    quote_id: String,
+    #[schema(format = DateTime)]
+    proration_date: String,
+    /// Cents charged now if confirmed (0 when the change leaves a credit).
+    amount_due: i64,
+    #[schema(example = "usd")]
+    currency: String,
+    lines: Vec<QuoteLine>,
+    /// The quote holds for 10 minutes.
+    #[schema(format = DateTime)]
+    expires_at: String,
+}
+
+/// A quote applied.
+#[derive(Serialize, ToSchema)]
+pub struct AppliedAnswer {
+    applied: bool,
+    quote_id: String,
+    amount_due: i64,
+    quantity: i64,
+    price_id: String,
+    /// Stripe's invoice for the change (its id, or null).
+    #[schema(value_type = Option<Object>)]
+    latest_invoice: Value,
+}
+
+/// A preview or an applied change.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ChangeAnswer {
+    Quote(QuoteAnswer),
+    Applied(AppliedAnswer),
+}
+
+async fn change(
+    state: &AppState,
+    auth: &TenantAuth,
+    body: ChangeBody,
+    kind: &str,
+) -> ApiResult<ChangeAnswer> {
     stripe_call_allowed(state, auth)?;
     state.require_enabled()?;
     let tenant = auth.tenant();
@@ -151,13 +328,13 @@ async fn change(state: &AppState, auth: &TenantAuth, body: ChangeBody, kind: &st
                 return Err(ApiError::invalid("confirming a quote needs \"confirm\": true"));
             }
             let applied = quotes::confirm(state, tenant, &QuoteId::parse(&quote)?, kind).await?;
-            Ok(json!({
-                "applied": true,
-                "quote_id": applied.quote_id,
-                "amount_due": applied.amount_due,
-                "quantity": applied.quantity,
-                "price_id": applied.price_id,
-                "latest_invoice": applied.latest_invoice,
+            Ok(ChangeAnswer::Applied(AppliedAnswer {
+                applied: true,
+                quote_id: applied.quote_id,
+                amount_due: applied.amount_due,
+                quantity: applied.quantity,
+                price_id: applied.price_id,
+                latest_invoice: applied.latest_invoice,
             }))
         }
         (None, _) => {
@@ -171,46 +348,88 @@ async fn change(state: &AppState, auth: &TenantAuth, body: ChangeBody, kind: &st
                 _ => return Err(ApiError::invalid("tier is required")),
             };
             let q = quotes::preview(state, tenant, change).await?;
-            Ok(json!({
-                "quote_id": q.quote_id,
-                "proration_date": rfc3339(q.proration_date),
-                "amount_due": q.amount_due,
-                "currency": q.currency,
-                "lines": q.lines,
-                "expires_at": rfc3339(q.expires_at),
+            Ok(ChangeAnswer::Quote(QuoteAnswer {
+                quote_id: q.quote_id,
+                proration_date: rfc3339(q.proration_date),
+                amount_due: q.amount_due,
+                currency: q.currency,
+                lines: q
+                    .lines
+                    .iter()
+                    .map(|l| QuoteLine {
+                        description: l["description"].as_str().map(str::to_owned),
+                        amount: l["amount"].as_i64().unwrap_or(0),
+                        quantity: l["quantity"].as_i64(),
+                    })
+                    .collect(),
+                expires_at: rfc3339(q.expires_at),
             }))
         }
     }
 }
 
-/// `POST /api/billing/seats`.
+/// Preview a seat change (`{quantity}`) or apply a quote (`{quote_id, confirm: true}`).
+#[utoipa::path(post, path = "/api/billing/seats", tag = "tenant",
+    security(("tenant_token" = []), ("tenant_cookie" = [])),
+    request_body = ChangeBody,
+    responses(
+        (status = 200, description = "A quote, or the applied change", body = ChangeAnswer),
+        (status = 403, description = "Not a billing admin, or a cookie call without the same origin", body = ErrorBody),
+        (status = 404, description = "No such quote", body = ErrorBody),
+        (status = 409, description = "No changeable subscription, a stale quote or a declined charge", body = ErrorBody),
+        (status = 429, description = "Over the tenant's 60 Stripe calls a minute", body = ErrorBody),
+    ))]
 pub async fn seats(
     auth: TenantAuth,
     State(state): State<AppState>,
     body: Result<Json<ChangeBody>, JsonRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ChangeAnswer>> {
     let Json(body) = body?;
     Ok(Json(change(&state, &auth, body, "seats").await?))
 }
 
-/// `POST /api/billing/upgrade`.
+/// Preview Team → Business (`{tier: "business"}`) or apply a quote (`{quote_id, confirm: true}`).
+#[utoipa::path(post, path = "/api/billing/upgrade", tag = "tenant",
+    security(("tenant_token" = []), ("tenant_cookie" = [])),
+    request_body = ChangeBody,
+    responses(
+        (status = 200, description = "A quote, or the applied change", body = ChangeAnswer),
+        (status = 403, description = "Not a billing admin, or a cookie call without the same origin", body = ErrorBody),
+        (status = 404, description = "No such quote", body = ErrorBody),
+        (status = 409, description = "No changeable subscription, a stale quote or a declined charge", body = ErrorBody),
+        (status = 429, description = "Over the tenant's 60 Stripe calls a minute", body = ErrorBody),
+    ))]
 pub async fn upgrade(
     auth: TenantAuth,
     State(state): State<AppState>,
     body: Result<Json<ChangeBody>, JsonRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ChangeAnswer>> {
     let Json(body) = body?;
     Ok(Json(change(&state, &auth, body, "upgrade").await?))
 }
 
-/// `POST /api/billing/portal` `[{flow}]` → `{url}`, a fresh session every call; `flow`
-/// (`payment_method_update` or `subscription_cancel`) opens it at that step. Served with billing
-/// disabled too: a customer can always cancel.
+/// A link to Stripe's page.
+#[derive(Serialize, ToSchema)]
+pub struct UrlAnswer {
+    url: String,
+}
+
+/// A fresh Customer Portal session every call; `flow` opens it at that step. Served with
+/// billing disabled too: a customer can always cancel.
+#[utoipa::path(post, path = "/api/billing/portal", tag = "tenant",
+    security(("tenant_token" = []), ("tenant_cookie" = [])),
+    request_body(content = Option<PortalBody>, description = "Optional; may be empty"),
+    responses(
+        (status = 200, description = "The portal's URL", body = UrlAnswer),
+        (status = 403, description = "Not a billing admin, or a cookie call without the same origin", body = ErrorBody),
+        (status = 409, description = "The tenant has no Stripe customer yet", body = ErrorBody),
+        (status = 429, description = "Over the tenant's 60 Stripe calls a minute", body = ErrorBody),
+    ))]
 pub async fn portal(
     auth: TenantAuth,
     State(state): State<AppState>,
     body: axum::body::Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<UrlAnswer>> {
     stripe_call_allowed(&state, &auth)?;
     let flow =
         if body.iter().all(u8::is_ascii_whitespace) {
@@ -226,11 +445,14 @@ pub async fn portal(
             }
         };
     let url = state.portal_url(auth.tenant(), flow).await?;
-    Ok(Json(json!({ "url": url })))
+    Ok(Json(UrlAnswer { url }))
 }
 
-#[derive(Deserialize)]
+/// Where the portal opens.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PortalBody {
+pub struct PortalBody {
+    /// `payment_method_update` or `subscription_cancel`; absent opens its home page.
+    #[schema(example = "payment_method_update")]
     flow: Option<String>,
 }

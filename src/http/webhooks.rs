@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, KeyInit, Mac};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use tracing::Instrument;
@@ -95,6 +95,15 @@ pub fn event_customer(event: &Value) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Stripe's webhook deliveries. The event is stored before the 2xx; any 5xx makes Stripe retry.
+#[utoipa::path(post, path = "/api/webhooks/stripe", tag = "stripe",
+    params(("Stripe-Signature" = String, Header, description = "`t=…,v1=…`: HMAC-SHA256 with the endpoint's signing secret")),
+    request_body(content = Object, description = "A Stripe event, exactly as Stripe signed it"),
+    responses(
+        (status = 200, description = "Stored (or stored before)", body = super::openapi::ReceivedAnswer),
+        (status = 400, description = "A bad signature or not a Stripe event", body = super::openapi::ErrorBody),
+        (status = 503, description = "Not stored: Stripe delivers it again", body = super::openapi::ErrorBody),
+    ))]
 pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let header = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
     // The tolerance is about when the request was signed, in wall-clock time: Stripe signs with
@@ -151,7 +160,7 @@ async fn store_verified(state: &AppState, event: &Value, id: &str, kind: &str, b
             tracing::info!(inserted, status, "webhook stored");
             metrics::counter!("hydra_webhooks_total", "outcome" => if inserted { "stored" } else { "duplicate" }).increment(1);
             state.wake_worker();
-            (StatusCode::OK, axum::Json(json!({"received": true}))).into_response()
+            (StatusCode::OK, axum::Json(super::openapi::ReceivedAnswer { received: true })).into_response()
         }
         Err(e) => {
             // Not stored: a 5xx makes Stripe deliver it again.

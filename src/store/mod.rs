@@ -11,6 +11,7 @@ mod cache;
 mod events;
 mod group;
 mod intake;
+mod operators;
 mod ops;
 mod outbox;
 mod quotes;
@@ -20,10 +21,11 @@ mod usage;
 pub use cache::AccessFacts;
 pub use events::{EventRow, EventStats, StoredEvent};
 pub use intake::NewEvent;
+pub use operators::RunRow;
 pub use ops::IntegrityCounts;
 pub use outbox::{NewMail, PendingMail};
 pub use quotes::{NewQuote, QuoteRow};
-pub use tenants::{AuditRow, BillingColumns, ManualPlan, SyncWrite, TenantRow};
+pub use tenants::{AuditRow, BillingColumns, Link, ManualPlan, SyncWrite, TenantRow};
 pub use usage::{FreeCounts, ReservationView, Reserved, Settle, SettleOutcome};
 
 use std::borrow::Cow;
@@ -418,6 +420,7 @@ pub const MIGRATIONS: &[(i64, &str, &str, &str)] = migration_files![
     5 => "0005_webhook_events_outbox",
     6 => "0006_checkout_quotes",
     7 => "0007_leases",
+    8 => "0008_job_last_ok",
 ];
 
 /// The version that adds `stripe_customer_id`: reverting it drops the tenant-to-customer map.

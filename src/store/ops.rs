@@ -91,12 +91,15 @@ impl Store {
     ) -> StoreResult<()> {
         with_db!(self, |pool| {
             sqlx::query(
-                "INSERT INTO job_runs (name, last_started_at, last_finished_at, last_outcome, rows_affected) \
-                 VALUES ($1, $2, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET \
+                "INSERT INTO job_runs \
+                 (name, last_started_at, last_finished_at, last_outcome, rows_affected, last_ok_at) \
+                 VALUES ($1, $2, $2, $3, $4, CASE WHEN $3 = 'ok' THEN $2 END) \
+                 ON CONFLICT (name) DO UPDATE SET \
                  last_started_at = CASE WHEN job_runs.last_started_at > excluded.last_started_at \
                  THEN job_runs.last_started_at ELSE excluded.last_started_at END, \
                  last_finished_at = excluded.last_finished_at, \
-                 last_outcome = excluded.last_outcome, rows_affected = excluded.rows_affected",
+                 last_outcome = excluded.last_outcome, rows_affected = excluded.rows_affected, \
+                 last_ok_at = COALESCE(excluded.last_ok_at, job_runs.last_ok_at)",
             )
             .bind(name)
             .bind(now)
@@ -107,6 +110,28 @@ impl Store {
             .map(|r| r.rows_affected())
         })?;
         Ok(())
+    }
+
+    /// Each job's last error-free finish (jobs that never finished well are absent).
+    pub async fn job_last_ok(&self) -> StoreResult<Vec<(String, Timestamp)>> {
+        Ok(with_db!(self, |pool| {
+            sqlx::query_as("SELECT name, last_ok_at FROM job_runs WHERE last_ok_at IS NOT NULL ORDER BY name")
+                .fetch_all(pool)
+                .await
+        })?)
+    }
+
+    /// Billing emails by status, and the age of the oldest still pending (0 when none is).
+    pub async fn outbox_stats(&self, now: Timestamp) -> StoreResult<(Vec<(String, i64)>, i64)> {
+        let by_status: Vec<(String, i64)> = with_db!(self, |pool| {
+            sqlx::query_as("SELECT status, COUNT(*) FROM email_outbox GROUP BY status").fetch_all(pool).await
+        })?;
+        let (oldest,): (Option<i64>,) = with_db!(self, |pool| {
+            sqlx::query_as("SELECT MIN(created_at) FROM email_outbox WHERE status = 'pending'")
+                .fetch_one(pool)
+                .await
+        })?;
+        Ok((by_status, oldest.map_or(0, |t| (now - t).max(0))))
     }
 
     pub async fn integrity_counts(&self) -> StoreResult<IntegrityCounts> {

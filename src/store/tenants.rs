@@ -167,6 +167,18 @@ pub struct AuditRow {
     pub created_at: i64,
 }
 
+/// What linking a customer found.
+pub enum Link {
+    /// Stored now (and audited).
+    Linked(TenantRow),
+    /// The tenant had this customer already: nothing written.
+    Already(TenantRow),
+    /// The tenant has another customer; linking would orphan it.
+    HasOther(String),
+    /// Another tenant has this customer.
+    TakenBy(String),
+}
+
 /// What an admin asks for: a tier by hand (`None` removes the manual plan).
 pub struct ManualPlan<'a> {
     pub tier: Option<Tier>,
@@ -332,6 +344,63 @@ impl Store {
         })?;
         self.tenant_changed(id).await;
         Ok(after)
+    }
+
+    /// Links a Stripe customer to a tenant by hand, in one transaction with its audit entry, unless
+    /// the tenant has another customer or another tenant has this one.
+    pub async fn link_customer(
+        &self,
+        id: &str,
+        customer: &str,
+        actor: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> StoreResult<Link> {
+        let link = with_db!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let row: Option<TenantRow> = sqlx::query_as(LOCK_SQL).bind(id).fetch_optional(&mut *tx).await?;
+            let Some(row) = row else {
+                return Err(StoreError::NotFound);
+            };
+            match row.stripe_customer_id.as_deref() {
+                Some(c) if c == customer => return Ok(Link::Already(row)),
+                Some(other) => return Ok(Link::HasOther(other.to_owned())),
+                None => {}
+            }
+            let holder: Option<(String,)> =
+                sqlx::query_as("SELECT id FROM tenants WHERE stripe_customer_id = $1")
+                    .bind(customer)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some((holder,)) = holder {
+                return Ok(Link::TakenBy(holder));
+            }
+            let after: TenantRow = sqlx::query_as(concat!(
+                "UPDATE tenants SET stripe_customer_id = $2, updated_at = $3 WHERE id = $1 RETURNING ",
+                tenant_columns!()
+            ))
+            .bind(id)
+            .bind(customer)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            insert_audit!(
+                &mut *tx,
+                tenant = id,
+                actor = actor,
+                action = "customer_linked",
+                before = serde_json::json!({ "stripe_customer_id": null }).to_string(),
+                after = serde_json::json!({ "stripe_customer_id": customer }).to_string(),
+                reason = reason,
+                at = now
+            )?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(Link::Linked(after))
+        })?;
+        if matches!(link, Link::Linked(_)) {
+            self.tenant_changed(id).await;
+        }
+        Ok(link)
     }
 
     /// Records the tenant's Stripe customer unless it has one already; returns the one it has.

@@ -204,6 +204,59 @@ async fn ensure_portal(
     Ok(created["id"].as_str().unwrap_or_default().to_owned())
 }
 
+/// What a portal configuration lacks of the one `ensure_portal` makes (empty when it is right):
+/// previews equal charges only while the portal prorates with `always_invoice`, and a customer
+/// must be able to cancel (at period end), update the card, read invoices and move among the
+/// four prices. `prices` pairs each product with a configured price.
+pub fn portal_problems(config: &Value, prices: &[(&str, &str)]) -> Vec<String> {
+    let features = &config["features"];
+    let mut problems = Vec::new();
+    if config["active"] != true {
+        problems.push("the configuration is inactive".to_owned());
+    }
+    for feature in ["invoice_history", "payment_method_update", "subscription_cancel", "subscription_update"]
+    {
+        if features[feature]["enabled"] != true {
+            problems.push(format!("{feature} is off"));
+        }
+    }
+    if features["subscription_cancel"]["enabled"] == true
+        && features["subscription_cancel"]["mode"] != "at_period_end"
+    {
+        problems.push("cancellation is not at period end".to_owned());
+    }
+    let update = &features["subscription_update"];
+    if update["enabled"] == true {
+        if update["proration_behavior"] != "always_invoice" {
+            problems.push(format!(
+                "subscription_update prorates with {}, not always_invoice",
+                update["proration_behavior"].as_str().unwrap_or("nothing")
+            ));
+        }
+        let allowed: Vec<&str> = update["default_allowed_updates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        for needed in ["price", "quantity"] {
+            if !allowed.contains(&needed) {
+                problems.push(format!("subscription_update does not allow {needed} changes"));
+            }
+        }
+        let products = update["products"].as_array().cloned().unwrap_or_default();
+        for (product, price) in prices {
+            let listed = products.iter().find(|p| p["product"] == *product);
+            let has_price =
+                listed.and_then(|p| p["prices"].as_array()).is_some_and(|ps| ps.iter().any(|p| p == price));
+            if !has_price {
+                problems.push(format!("subscription_update does not offer {price} of {product}"));
+            }
+        }
+    }
+    problems
+}
+
 /// The webhook endpoint for our URL with all 8 events at our API version. Returns its secret
 /// when it was just created (Stripe never shows it again).
 async fn ensure_webhook(

@@ -731,3 +731,40 @@ async fn the_demo_controls_work_in_a_browser_and_a_double_click_moves_time_once(
     assert!((27..=31).contains(&days), "one monthly renewal, not two: {days} days ahead ({now})");
     b.close().await;
 }
+
+/// The free tier's hard stop as a newcomer finds it in the demo: Acme has 4 of 5 fixes used, so
+/// the second "Run a fix" meets the 402, the upgrade prompt shows beside it with the 402's own
+/// fields, and "See plans" opens Acme's upgrade page.
+#[tokio::test]
+async fn in_the_demo_two_clicks_reach_the_free_limit_and_the_upgrade_prompt() {
+    let demo = crate::helpers::spawn_demo().await;
+    let b = browser(&demo.base, "demo-hard-stop").await;
+    b.goto("/demo").await;
+    b.click("#run-fix-acme").await;
+    b.wait_visible("[data-testid=run-result]", Duration::from_secs(10)).await;
+    assert!(b.text("[data-testid=run-result]").await.contains("The fix ran for Acme Robotics"));
+    assert!(b.text("[data-testid=summary-acme]").await.contains("Fixes 5/5"));
+    b.click("#run-fix-acme").await;
+    b.wait_visible("hydra-upgrade-prompt", Duration::from_secs(10)).await;
+    let result = b.text("[data-testid=run-result]").await;
+    assert!(result.contains("got a 402 from the service: you have used 5 of 5 free fixes"), "{result}");
+    let prompt = b
+        .c()
+        .execute("return document.querySelector('hydra-upgrade-prompt').shadowRoot.textContent;", vec![])
+        .await
+        .unwrap();
+    let prompt = prompt.as_str().unwrap_or_default();
+    assert!(prompt.contains("You've used your 5 free fixes") && prompt.contains("It resets in"), "{prompt}");
+    b.assert_accessible_and_fits().await;
+    b.screenshot("limit-reached").await;
+    b.c()
+        .execute(
+            "document.querySelector('hydra-upgrade-prompt').shadowRoot.querySelector('a').click();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.wait_for_path("/billing/upgrade").await;
+    assert!(b.text("main").await.contains("Acme Robotics"), "the prompt leads to Acme's own upgrade page");
+    b.close().await;
+}

@@ -320,6 +320,18 @@ async fn demo_serves_a_working_site_with_nothing_configured() {
     assert!(settings.contains(r#"<span data-testid="usage-fix">4 / 5</span>"#), "{settings}");
     assert!(settings.contains("Demo controls"), "demo pages link back to the controls");
 
+    // "Run a fix" goes through the service API: the fifth fix runs, the sixth meets the 402.
+    let run = || client.post(format!("{base}/demo/run")).form(&[("tenant", "acme")]).send();
+    let first = run().await.unwrap();
+    assert!(first.headers()["set-cookie"].to_str().unwrap().starts_with("hydra_session="));
+    let first = first.text().await.unwrap();
+    assert!(first.contains("The fix ran for Acme Robotics: reserved res_"), "{first}");
+    assert!(first.contains("Free: Fixes 5/5"), "{first}");
+    let second = run().await.unwrap().text().await.unwrap();
+    assert!(second.contains("got a 402 from the service: you have used 5 of 5 free fixes"), "{second}");
+    assert!(second.contains(r#"<hydra-upgrade-prompt reason="fix" resets-at="20"#), "{second}");
+    assert!(second.contains("Free: Fixes 5/5"), "a refused run counts nothing: {second}");
+
     // Globex's renewal: time moves for the simulator and the service, and Globex is still on Team.
     let moved = client
         .post(format!("{base}/demo/clock"))

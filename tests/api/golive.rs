@@ -204,6 +204,35 @@ async fn preflight_passes_on_a_clean_setup_and_names_each_seeded_fault() {
     assert_eq!(features[0].verdict, Verdict::Fail);
     assert!(features[0].detail.contains("jira on hydra_business"), "{}", features[0].detail);
     assert_eq!(failed(&checks).len(), 1, "{:?}", failed(&checks));
+    sim_call(
+        &sim,
+        reqwest::Method::POST,
+        "/v1/products/hydra_business/features",
+        &[("entitlement_feature", jira["entitlement_feature"]["id"].as_str().unwrap())],
+    )
+    .await;
+
+    // The portal prorating without an invoice (a preview would no longer be the charge), and
+    // cancelling at once.
+    let portal = report.env.iter().find_map(|l| l.strip_prefix("STRIPE_PORTAL_CONFIG_ID=")).unwrap();
+    let path = format!("/v1/billing_portal/configurations/{portal}");
+    sim_call(
+        &sim,
+        reqwest::Method::POST,
+        &path,
+        &[
+            ("features[subscription_update][proration_behavior]", "create_prorations"),
+            ("features[subscription_cancel][mode]", "immediately"),
+        ],
+    )
+    .await;
+    let checks = hydra_billing::billing::preflight::run(&app.state, clean.path()).await;
+    let check = verdict_of(&checks, "customer portal configured (features, proration, products)");
+    assert_eq!(check[0].verdict, Verdict::Fail);
+    for named in ["create_prorations, not always_invoice", "cancellation is not at period end"] {
+        assert!(check[0].detail.contains(named), "{named}: {}", check[0].detail);
+    }
+    assert_eq!(failed(&checks).len(), 1, "{:?}", failed(&checks));
 }
 
 #[test]
