@@ -457,7 +457,7 @@ macro_rules! insert_audit {
              (id, tenant_id, actor, action, before_state, after_state, reason, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
-        .bind($crate::store::new_id("aud"))
+        .bind($crate::store::new_ordered_id("aud"))
         .bind($tenant)
         .bind($actor)
         .bind($action)
@@ -605,7 +605,13 @@ impl Store {
     }
 }
 
-/// Fresh id for rows keyed by text (reservations, audit entries).
+/// Fresh id for rows keyed by text (reservations, quotes, emails).
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Fresh id that sorts after every id this process made before (UUIDv7: milliseconds, then a
+/// counter): audit entries written in the same second still list in the order they happened.
+pub fn new_ordered_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
 }
