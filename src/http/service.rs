@@ -240,7 +240,7 @@ pub async fn access(
             raw.parse::<i64>()
                 .ok()
                 .filter(|n| (0..=1_000_000).contains(n))
-                .ok_or_else(|| ApiError::invalid("count is a whole number from 0"))?,
+                .ok_or_else(|| ApiError::invalid("count is a whole number from 0 to 1000000"))?,
         ),
     };
     if feature.needs_count() && count.is_none() {
