@@ -55,10 +55,11 @@
   // A button that works once at a time: disabled from the first click until the call ends, so a
   // double click can never send two requests.
   function busyButton(button, busyLabel, work) {
-    const label = button.textContent;
     button.addEventListener("click", async (event) => {
       event.preventDefault();
       if (button.disabled || busy.has(button)) return;
+      // Read now: a page may relabel the button between clicks ("Confirm and pay $40.00").
+      const label = button.textContent;
       busy.add(button);
       button.disabled = true;
       button.textContent = busyLabel;
@@ -81,6 +82,20 @@
   // every click (the second opens it at the payment method form).
   function settingsPage() {
     const error = $("manage-error");
+    const resume = $("resume");
+    if (resume) {
+      busyButton(resume, "Resuming…", async () => {
+        hide(error);
+        try {
+          await api("POST", "/api/billing/resume");
+          window.location.reload();
+          return true;
+        } catch (e) {
+          show(error, e.message);
+          return false;
+        }
+      });
+    }
     document.querySelectorAll("button[data-portal]").forEach((button) => {
       const flow = button.dataset.portal;
       busyButton(button, "Opening the portal…", async () => {
@@ -127,6 +142,14 @@
         seats.removeAttribute("aria-invalid");
       }
       const paid = tier && tier.value !== "free";
+      // Each plan's price in the chosen period: annual as its monthly equivalent and the yearly bill.
+      for (const option of form.querySelectorAll('input[name="tier"][data-monthly-cents]')) {
+        const price = option.parentElement.querySelector(".tier-price");
+        const yearly = Number(option.dataset.annualCents);
+        price.textContent = annual
+          ? `${dollars(Math.round(yearly / 12))} per seat / month, billed ${dollars(yearly)} yearly`
+          : `${dollars(Number(option.dataset.monthlyCents))} per seat / month`;
+      }
       if (!paid) {
         total.textContent = "Free: 5 fixes, 1 doc run and 5 Linear cycles every 30 days. Nothing to pay.";
       } else if (quantity !== null) {
@@ -134,10 +157,11 @@
         const annualCents = Number(tier.dataset.annualCents);
         if (annual) {
           const saving = (monthly * 12 - annualCents) * quantity;
-          total.textContent = `${quantity} × ${dollars(annualCents)} = ${dollars(annualCents * quantity)} per year. ` +
-            `You save ${dollars(saving)} a year (20%) against monthly.`;
+          total.textContent = `Due today: ${dollars(annualCents * quantity)} (${seatWord(quantity)} × ` +
+            `${dollars(annualCents)} per seat per year). You save ${dollars(saving)} a year (20%) against monthly.`;
         } else {
-          total.textContent = `${quantity} × ${dollars(monthly)} = ${dollars(monthly * quantity)} per month.`;
+          total.textContent = `Due today: ${dollars(monthly * quantity)} (${seatWord(quantity)} × ` +
+            `${dollars(monthly)} per seat per month), then monthly.`;
         }
       } else {
         total.textContent = "";
@@ -165,20 +189,51 @@
     update();
   }
 
-  // Upgrade for a subscriber: preview a seat or tier change, then confirm that exact quote.
+  // "30 December 2026", in UTC like the server's dates.
+  function longDate(iso) {
+    const d = new Date(iso);
+    return isNaN(d) ? "" :
+      d.toLocaleDateString("en-GB", { day: "numeric", month: "long", year: "numeric", timeZone: "UTC" });
+  }
+
+  function seatWord(n) {
+    return `${n} seat${n === 1 ? "" : "s"}`;
+  }
+
+  // Upgrade for a subscriber: preview a seat or tier change, then confirm that exact quote. Any
+  // edit after a preview discards it, so the button can only ever apply what is on screen.
   function changeForms() {
     const preview = $("preview");
     if (!preview) return;
     const error = $("change-error");
     const done = $("change-done");
+    const discarded = $("preview-discarded");
+    const confirm = $("confirm");
+    const newSeats = $("new-seats");
     let pending = null; // { kind: "seats" | "upgrade", quote }
+
+    function discard(note) {
+      pending = null;
+      preview.hidden = true;
+      if (note) show(discarded, note); else hide(discarded);
+    }
+
+    function showRow(id, text) {
+      $(id).textContent = text;
+      $(`${id}-row`).hidden = !text;
+    }
 
     async function previewChange(kind, body) {
       hide(error);
       hide(done);
+      discard();
       try {
         const quote = await api("POST", `/api/billing/${kind}`, body);
         pending = { kind, quote };
+        const current = Number(newSeats.dataset.current);
+        $("preview-summary").textContent = kind === "upgrade"
+          ? `Team to Business, ${seatWord(quote.quantity)}`
+          : `${current} to ${seatWord(quote.quantity)}`;
         const lines = $("preview-lines");
         lines.replaceChildren();
         for (const line of quote.lines || []) {
@@ -191,7 +246,21 @@
           row.append(what, amount);
           lines.append(row);
         }
-        $("preview-total").textContent = dollars(quote.amount_due || 0);
+        const due = quote.amount_due || 0;
+        $("preview-total").textContent = dollars(due);
+        const next = quote.next;
+        $("preview-next-label").textContent = next ? `From ${longDate(next.from)}` : "Then";
+        showRow("preview-next", next
+          ? `${dollars(next.amount)} per ${next.interval} (${next.quantity} × ${dollars(next.unit_amount)})`
+          : "");
+        showRow("preview-card", due > 0 && quote.card ? quote.card : "");
+        const credit = $("preview-credit");
+        if (due === 0 && quote.credit > 0) {
+          show(credit, `Nothing to pay today; ${dollars(quote.credit)} credit goes to your next invoices.`);
+        } else {
+          hide(credit);
+        }
+        confirm.textContent = due > 0 ? `Confirm and pay ${dollars(due)}` : "Confirm change";
         // Counted from now on this browser's clock, not from the server's timestamp: the two
         // clocks can disagree (the demo's server runs days ahead).
         const ttl = Number(preview.dataset.ttlSecs) || 0;
@@ -202,16 +271,24 @@
         preview.hidden = false;
         preview.focus();
       } catch (e) {
-        pending = null;
-        preview.hidden = true;
+        discard();
         show(error, e.message);
       }
       return false;
     }
 
     const seatsForm = $("seats-form");
-    const newSeats = $("new-seats");
-    seatsForm.addEventListener("submit", (event) => event.preventDefault());
+    // Enter in the seats box previews (it never applies anything).
+    seatsForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      $("preview-seats").click();
+    });
+    newSeats.addEventListener("input", () => {
+      if (pending) {
+        discard(`The preview for ${seatWord(pending.quote.quantity)} was discarded because the seats changed. ` +
+          "Preview again to see the new price.");
+      }
+    });
     busyButton($("preview-seats"), "Pricing…", async () => {
       const quantity = seatsValue(newSeats);
       if (quantity === null) {
@@ -227,14 +304,21 @@
     const upgrade = $("preview-upgrade");
     if (upgrade) busyButton(upgrade, "Pricing…", () => previewChange("upgrade", { tier: "business" }));
 
-    busyButton($("confirm"), "Confirming…", async () => {
+    busyButton(confirm, "Confirming…", async () => {
       if (!pending) return false;
+      const { kind, quote } = pending;
       hide(error);
       try {
-        await api("POST", `/api/billing/${pending.kind}`, { quote_id: pending.quote.quote_id, confirm: true });
+        await api("POST", `/api/billing/${kind}`, { quote_id: quote.quote_id, confirm: true });
         preview.hidden = true;
-        show(done, `Done. ${dollars(pending.quote.amount_due || 0)} was charged; your plan shows the change in a moment.`);
         pending = null;
+        const what = kind === "upgrade" ? `Business, ${seatWord(quote.quantity)}` : seatWord(quote.quantity);
+        const due = quote.amount_due || 0;
+        const paid = due > 0
+          ? `${dollars(due)} charged${quote.card ? ` to ${quote.card}` : ""}.`
+          : quote.credit > 0 ? `Nothing charged; ${dollars(quote.credit)} credit goes to your next invoices.`
+            : "Nothing charged.";
+        show(done, `Done: ${what} · ${paid} Your plan page shows it in a moment.`);
         setTimeout(() => window.location.assign("/billing"), 2500);
         return true;
       } catch (e) {
@@ -243,8 +327,9 @@
       }
     });
     $("discard").addEventListener("click", () => {
-      pending = null;
-      preview.hidden = true;
+      discard();
+      // Back where the change started, not to the top of the page.
+      newSeats.focus();
     });
   }
 
@@ -271,6 +356,16 @@
           $("done-tier").textContent = label;
           $("progress").hidden = true;
           $("done").hidden = false;
+          // What was bought, from our own status (the same numbers Plan & usage shows).
+          if (status.seat_count && status.interval) {
+            $("bought-seats").textContent = String(status.seat_count);
+            $("bought-billing").textContent = status.interval === "year" ? "Annual" : "Monthly";
+            $("bought-price").textContent = status.recurring_amount == null ? "" :
+              `${dollars(status.recurring_amount)} per ${status.interval}`;
+            $("bought-renews").textContent = longDate(status.current_period_end);
+            $("bought").hidden = false;
+          }
+          $("receipt").hidden = false;
           return;
         }
       } catch (_) { /* keep trying until the deadline */ }

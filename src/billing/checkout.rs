@@ -175,7 +175,11 @@ impl Billing {
         let (min_text, max_text) = (MIN_SEATS.to_string(), MAX_SEATS.to_string());
         // `plan` is only for the success page's first words; it confirms the tier from our status.
         let success_url = format!("{public}/billing/success?session_id={{CHECKOUT_SESSION_ID}}&plan={plan}");
-        let cancel_url = format!("{public}/billing/upgrade");
+        // Leaving Checkout comes back to the same choices, with a word that nothing was charged.
+        let interval = self.config.stripe.prices.plan_of(price_id).map_or("month", |p| p.interval.as_str());
+        let cancel_url = format!(
+            "{public}/billing/upgrade?tier={plan}&interval={interval}&seats={quantity}&checkout=cancelled"
+        );
         let form = params(&[
             ("mode", "subscription"),
             ("customer", &customer),

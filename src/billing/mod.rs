@@ -18,6 +18,7 @@
 //! Idempotency-Key, so a call repeated after a lost answer is applied once. The store's
 //! transactions take closures that decide from the locked row; those closures are pure.
 
+pub mod account;
 pub mod checkout;
 pub mod email;
 pub mod error;

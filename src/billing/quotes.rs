@@ -5,6 +5,7 @@
 
 use serde_json::{Value, json};
 
+use super::account::card_label;
 use super::{Billing, BillingError, BillingResult};
 use crate::domain::access::Tier;
 use crate::domain::catalogue::{MAX_SEATS, MIN_SEATS};
@@ -40,6 +41,24 @@ pub struct Quote {
     /// Stripe's invoice lines: description, amount, quantity.
     pub lines: Vec<Value>,
     pub expires_at: Timestamp,
+    /// The seats after the change.
+    pub quantity: i64,
+    /// What a change that lowers the price leaves on the customer's balance, in cents: Stripe
+    /// takes it off the next invoices (the preview's negative total; 0 when something is due).
+    pub credit: i64,
+    /// The recurring charge after the change, when its price is one of ours.
+    pub next: Option<NextCharge>,
+    /// The card Stripe charges ("Visa •4242"), when the subscription names one.
+    pub card: Option<String>,
+}
+
+/// What the subscription costs from its next renewal on.
+pub struct NextCharge {
+    pub from: Timestamp,
+    pub unit_amount: i64,
+    pub quantity: i64,
+    pub amount: i64,
+    pub interval: &'static str,
 }
 
 /// A quote applied.
@@ -61,7 +80,9 @@ async fn live_subscription(state: &Billing, tenant_id: &str) -> BillingResult<(S
     let sub_id = row
         .stripe_subscription_id
         .ok_or_else(|| BillingError::conflict("there is no subscription to change"))?;
-    let raw = state.stripe.get(&format!("/v1/subscriptions/{sub_id}"), &[]).await?;
+    // The card comes with it: the preview names what it will charge, at no extra call.
+    let expand = [("expand[]".to_owned(), "default_payment_method".to_owned())];
+    let raw = state.stripe.get(&format!("/v1/subscriptions/{sub_id}"), &expand).await?;
     let view =
         SubscriptionView::read(&raw).ok_or_else(|| anyhow::anyhow!("Stripe returned no subscription"))?;
     Ok((view, raw))
@@ -178,7 +199,43 @@ pub async fn preview(state: &Billing, tenant: &TenantId, change: Change) -> Bill
         })
         .await?;
     tracing::info!(tenant = %tenant_id, quote = %id, proration_date, amount_due, "quote priced");
-    Ok(Quote { quote_id: id, proration_date, amount_due, currency, lines, expires_at })
+    let credit = invoice["total"].as_i64().filter(|t| *t < 0).map_or(0, |t| -t);
+    let next = state.config.stripe.prices.plan_of(&price).zip(view.current_period_end).map(|(plan, from)| {
+        NextCharge {
+            from,
+            unit_amount: plan.unit_amount,
+            quantity,
+            amount: plan.unit_amount * quantity,
+            interval: plan.interval.as_str(),
+        }
+    });
+    let card = match card_label(&raw["default_payment_method"]) {
+        Some(card) => Some(card),
+        // A subscription made through the API pays with the customer's default card. Only a
+        // label on the page: if Stripe cannot say, the preview goes without it.
+        None => {
+            let expand = [("expand[]".to_owned(), "invoice_settings.default_payment_method".to_owned())];
+            match state.stripe.get(&format!("/v1/customers/{}", view.customer), &expand).await {
+                Ok(customer) => card_label(&customer["invoice_settings"]["default_payment_method"]),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the preview names no card: the customer could not be read");
+                    None
+                }
+            }
+        }
+    };
+    Ok(Quote {
+        quote_id: id,
+        proration_date,
+        amount_due,
+        currency,
+        lines,
+        expires_at,
+        quantity,
+        credit,
+        next,
+        card,
+    })
 }
 
 /// Applies a stored quote exactly: its price, quantity and proration date, once.
@@ -261,4 +318,40 @@ pub async fn confirm(
         price_id: quote.price_id,
         latest_invoice: updated["latest_invoice"].clone(),
     })
+}
+
+/// Takes back a scheduled cancellation (`cancel_at_period_end`), so the subscription renews.
+/// Nothing is charged now. Repeating it is harmless: the write carries an Idempotency-Key of the
+/// cancellation it undoes, and a subscription no longer set to cancel answers 409.
+pub async fn resume(state: &Billing, tenant: &TenantId) -> BillingResult<()> {
+    let tenant_id = tenant.as_str();
+    let (view, _) = live_subscription(state, tenant_id).await?;
+    if !view.cancel_at_period_end {
+        return Err(if view.cancel_at.is_some() {
+            BillingError::conflict("the subscription is set to end on a date; change it in the portal")
+        } else {
+            BillingError::conflict("the subscription is not set to cancel")
+        });
+    }
+    if !matches!(view.status.as_str(), "active" | "trialing" | "past_due") {
+        return Err(BillingError::conflict_with(
+            "only a running subscription can be resumed",
+            "subscription_status",
+            view.status.clone(),
+        ));
+    }
+    let key = format!("resume-{}-{}", view.id, view.cancel_at.or(view.current_period_end).unwrap_or(0));
+    state
+        .stripe
+        .post(
+            &format!("/v1/subscriptions/{}", view.id),
+            &params(&[("cancel_at_period_end", "false")]),
+            Some(key),
+        )
+        .await?;
+    tracing::info!(tenant = %tenant_id, subscription = %view.id, "cancellation taken back");
+    if let Some(row) = state.store.tenant(tenant_id).await? {
+        state.sync_tenant(&row, None, "resume").await.map_err(BillingError::Internal)?;
+    }
+    Ok(())
 }

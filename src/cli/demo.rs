@@ -237,14 +237,22 @@ struct DemoPage {
     ahead: Option<i64>,
     error: Option<String>,
     ran: Option<RunOutcome>,
+    /// The team the clock's picker starts on.
+    selected: &'static str,
 }
 
-async fn demo_page(State(state): State<AppState>) -> Response {
-    render_demo(&state, StatusCode::OK, None).await
+/// The controls page; the clock's team picker starts on the team the browser is signed in as, so
+/// it does not snap back to the first team after each move.
+async fn demo_page(
+    State(state): State<AppState>,
+    auth: Result<crate::http::auth::TenantAuth, crate::http::error::ApiError>,
+) -> Response {
+    let signed_in = auth.ok().and_then(|a| team(a.tenant_id())).map(|t| t.id);
+    render_demo_with(&state, StatusCode::OK, None, None, signed_in).await
 }
 
 async fn render_demo(state: &AppState, status: StatusCode, error: Option<String>) -> Response {
-    render_demo_with(state, status, error, None).await
+    render_demo_with(state, status, error, None, None).await
 }
 
 async fn render_demo_with(
@@ -252,6 +260,7 @@ async fn render_demo_with(
     status: StatusCode,
     error: Option<String>,
     ran: Option<RunOutcome>,
+    selected: Option<&'static str>,
 ) -> Response {
     let mut teams = Vec::new();
     for team in &TEAMS {
@@ -261,7 +270,9 @@ async fn render_demo_with(
                     "{}, {} seats, {}",
                     tier_label(s.effective.tier),
                     row.stripe_seat_count.unwrap_or(0),
-                    row.stripe_subscription_status.as_deref().unwrap_or("no subscription")
+                    row.stripe_subscription_status
+                        .as_deref()
+                        .map_or("no subscription".to_owned(), |s| s.replace('_', " "))
                 ),
                 (None, Some(u)) => {
                     let used: Vec<String> =
@@ -290,6 +301,7 @@ async fn render_demo_with(
         ahead: (ahead > 0).then_some(ahead),
         error,
         ran,
+        selected: selected.unwrap_or(TEAMS[0].id),
     };
     render(status, &page)
 }
@@ -440,7 +452,7 @@ async fn run_fix(
         Ok(outcome) => outcome,
         Err(e) => return render_demo(&state, StatusCode::BAD_GATEWAY, Some(format!("{e:#}"))).await,
     };
-    let mut response = render_demo_with(&state, StatusCode::OK, None, Some(outcome)).await;
+    let mut response = render_demo_with(&state, StatusCode::OK, None, Some(outcome), Some(team.id)).await;
     if let Ok(cookie) =
         team_token(&state, team).and_then(|(t, until)| crate::http::assets::session_cookie(&state, &t, until))
     {

@@ -171,6 +171,7 @@ pub struct ActorHeader {
         super::tenant::seats,
         super::tenant::upgrade,
         super::tenant::portal,
+        super::tenant::resume,
         super::admin::set_plan,
         super::admin::list_events,
         super::admin::replay_event,

@@ -6,7 +6,7 @@
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use chrono::DateTime;
 use serde::Deserialize;
@@ -27,6 +27,7 @@ use crate::domain::subscription::is_live_status;
 const STYLESHEET: &str = include_str!("../../assets/billing.css");
 const SCRIPT: &str = include_str!("../../assets/billing.js");
 const PROMPT_DEMO_SCRIPT: &str = include_str!("../../assets/prompt-demo.js");
+const FAVICON: &str = include_str!("../../assets/favicon.svg");
 
 /// How often the success page asks for the tenant's status, and when it stops and says what to
 /// do instead (BILL-21).
@@ -40,6 +41,7 @@ pub async fn asset(Path(name): Path<String>) -> Response {
         "billing.css" => ("text/css; charset=utf-8", STYLESHEET),
         "billing.js" => ("text/javascript; charset=utf-8", SCRIPT),
         "prompt-demo.js" => ("text/javascript; charset=utf-8", PROMPT_DEMO_SCRIPT),
+        "favicon.svg" => ("image/svg+xml", FAVICON),
         _ => return ApiError::not_found(format!("no asset {name}")).into_response(),
     };
     (
@@ -89,16 +91,32 @@ fn message(
     render(status, &page)
 }
 
-/// No session, or one that expired: pages are opened from Hydra, which signs the user in.
-fn signed_out(state: &AppState) -> Response {
-    let link = state.config.demo.then_some(("/demo", "Pick a demo team"));
+/// A mistyped page address: a page in the site's style, not the API's JSON.
+pub(crate) fn page_not_found(state: &AppState) -> Response {
     message(
         state,
-        StatusCode::UNAUTHORIZED,
-        "Please sign in",
-        "Your session has ended. Open Billing from Hydra's settings to sign in again.",
-        link,
+        StatusCode::NOT_FOUND,
+        "Page not found",
+        "There is no billing page at this address.",
+        Some(("/billing", "Go to Plan & usage")),
     )
+}
+
+/// No session, or one that expired: pages are opened from Hydra, which signs the user in. Only
+/// someone whose browser sent a session is told it ended; a first visit is just asked to sign in.
+fn signed_out(state: &AppState, headers: &HeaderMap) -> Response {
+    let link = state.config.demo.then_some(("/demo", "Pick a demo team"));
+    let had_session = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(';').any(|c| c.trim_start().starts_with(super::auth::SESSION_COOKIE)));
+    let text = if had_session {
+        "Your session has ended. Open Billing from Hydra's settings to sign in again."
+    } else {
+        "Billing opens from Hydra: go to your team's settings in Hydra and choose Billing to sign in."
+    };
+    message(state, StatusCode::UNAUTHORIZED, "Please sign in", text, link)
 }
 
 /// An API error shown as a page, with the same status and sentence the API would give.
@@ -145,6 +163,91 @@ impl Notice {
     }
 }
 
+/// The subscriber's billing section: from our rows and the catalogue at once, and from Stripe
+/// what it says within its deadline and the tenant's budget of Stripe calls.
+async fn account_view(
+    state: &AppState,
+    auth: &TenantAuth,
+    status: &Status,
+    row: &crate::store::TenantRow,
+) -> AccountView {
+    let e = &status.effective;
+    let plan = row.stripe_price_id.as_deref().and_then(|p| state.config.stripe.prices.plan_of(p));
+    let seats = row.stripe_seat_count.unwrap_or(1);
+    let recurring = plan.map(|p| p.unit_amount * seats);
+    let price = plan.filter(|_| e.tier.is_paid()).map(|p| {
+        format!(
+            "{} per {} ({seats} × {})",
+            dollars(p.unit_amount * seats),
+            p.interval.as_str(),
+            dollars(p.unit_amount)
+        )
+    });
+    let live = match super::tenant::within_tenant_limit(state, auth) {
+        Ok(()) => state.account_details(row).await,
+        Err(_) => None,
+    };
+    let credit = live.as_ref().map_or(0, |l| l.credit);
+    // A renewal is next only while nothing ends the subscription first.
+    let renews = e.tier.is_paid() && e.access_until.is_none() && e.grace_ends_at.is_none();
+    let next_charge = match (renews, recurring, row.stripe_current_period_end) {
+        (true, Some(amount), Some(at)) => Some(if credit > 0 {
+            format!(
+                "{} on {} (after your {} credit)",
+                dollars((amount - credit).max(0)),
+                date(at),
+                dollars(credit.min(amount))
+            )
+        } else {
+            format!("{} on {}", dollars(amount), date(at))
+        }),
+        _ => None,
+    };
+    AccountView {
+        price,
+        next_charge,
+        billing_email: row.billing_email.clone().unwrap_or_else(|| "not set".to_owned()),
+        live: live.map(|l| LiveAccount {
+            card: l.card.unwrap_or_else(|| "none on file".to_owned()),
+            credit: (l.credit > 0)
+                .then(|| format!("{} credit, taken off your next invoices", dollars(l.credit))),
+            owed: l.owed.filter(|o| *o > 0).map(dollars),
+            invoices: l
+                .invoices
+                .into_iter()
+                .map(|i| (date(i.created), i.number, dollars(i.total), i.status, i.hosted_url))
+                .collect(),
+        }),
+    }
+}
+
+/// What a lapsed team had, as a link that sets the upgrade page to it.
+fn restore_link(status: &Status) -> Option<(String, String)> {
+    let tier = status.effective.lapsed_from.filter(|t| t.is_paid() && status.effective.reason.is_some())?;
+    let row = status.row.as_ref()?;
+    // A subscription still running (past due after its grace) comes back by paying, not anew.
+    if row.stripe_subscription_status.as_deref().is_some_and(is_live_status) {
+        return None;
+    }
+    let seats = row.stripe_seat_count.unwrap_or(1).clamp(1, MAX_SEATS);
+    let interval = if row.stripe_interval.as_deref() == Some("year") { "year" } else { "month" };
+    let label = tier_label(tier);
+    let seat_word = if seats == 1 { "seat" } else { "seats" };
+    Some((
+        format!("/billing/upgrade?tier={}&interval={interval}&seats={seats}", tier.as_str()),
+        format!("Restore {label}, {seats} {seat_word}"),
+    ))
+}
+
+/// A cancellation scheduled on a running subscription, which "Resume" takes back.
+fn resumable(row: &crate::store::TenantRow) -> bool {
+    row.cancel_at_period_end
+        && row
+            .stripe_subscription_status
+            .as_deref()
+            .is_some_and(|s| matches!(s, "active" | "trialing" | "past_due"))
+}
+
 /// What the settings and upgrade pages both say about the tenant's state.
 fn notices(state: &AppState, status: &Status) -> Vec<Notice> {
     let mut out = Vec::new();
@@ -161,13 +264,20 @@ fn notices(state: &AppState, status: &Status) -> Vec<Notice> {
             date(grace_end),
             tier_label(e.tier)
         )));
-    } else if let (Some(until), Some(_), false) = (e.access_until, sub, status.manual_plan) {
-        out.push(Notice::info(format!(
-            "Your subscription is cancelled. You keep {} until {}, then your team moves to Free. To resume \
-             it, use Manage subscription.",
-            tier_label(e.tier),
-            date(until)
-        )));
+    } else if let (Some(until), Some(row), false) = (e.access_until, sub, status.manual_plan) {
+        let tier = tier_label(e.tier);
+        out.push(Notice::info(if resumable(row) {
+            format!(
+                "Your subscription ends on {}: you keep {tier} until then, then your team moves to Free. \
+                 Resume it to keep {tier}.",
+                date(until)
+            )
+        } else {
+            format!(
+                "Your subscription is cancelled. You keep {tier} until {}, then your team moves to Free.",
+                date(until)
+            )
+        }));
     }
     if let Some(reason) = e.reason {
         // The tier that lapsed, when the row still names it (the jobs tidy it to free later).
@@ -180,7 +290,17 @@ fn notices(state: &AppState, status: &Status) -> Vec<Notice> {
                 "Payments for {plan} kept failing, so your team is on Free for now. Use Update payment \
                  method to get {plan} back."
             ),
-            LapseReason::Canceled => format!("{subscription} has ended; your team is on Free."),
+            LapseReason::Canceled => {
+                let row = status.row.as_ref();
+                if row.and_then(|r| r.cancellation_reason.as_deref()) == Some("payment_failed") {
+                    format!("{subscription} was cancelled because its payments failed; your team is on Free.")
+                } else {
+                    match row.and_then(|r| r.stripe_current_period_end) {
+                        Some(end) => format!("{subscription} ended on {}; your team is on Free.", date(end)),
+                        None => format!("{subscription} has ended; your team is on Free."),
+                    }
+                }
+            }
             LapseReason::Unpaid | LapseReason::Incomplete => format!(
                 "The payment for {plan} hasn't completed, so your team is on Free. Finish it, or use Update \
                  payment method."
@@ -229,19 +349,55 @@ struct SettingsPage {
     interval_label: Option<&'static str>,
     paid: bool,
     manual: bool,
-    has_customer: bool,
+    /// The portal has something to show (a subscription, live or past, and its invoices): a free
+    /// team that never subscribed gets only "Upgrade", not an empty portal.
+    has_subscription: bool,
+    /// A cancellation is scheduled that "Resume subscription" can take back.
+    can_resume: bool,
+    /// "Past due" beside the plan while a failed payment's grace period runs.
+    past_due: bool,
+    /// After a plan lapsed: the upgrade page set to what the team had, and its label
+    /// ("Restore Business, 12 seats").
+    restore: Option<(String, String)>,
+    /// Price, next charge, card, billing email and invoices, for a tenant with a subscription.
+    account: Option<AccountView>,
     is_admin: bool,
     seats: Option<i64>,
-    /// ("Renews on" | "Access until" | "Pay by", the date).
+    /// ("Renews on" | "Cancels on" | "Access until" | "Pay by", the date).
     renewal: Option<(&'static str, String)>,
     usage: Vec<UsageBar>,
     resets_text: String,
 }
 
+/// The billing section of a subscriber's settings page. `live` is what Stripe said, if it
+/// answered in time; the rest comes from our rows and the catalogue.
+struct AccountView {
+    /// "$60.00 per month (3 × $20.00)".
+    price: Option<String>,
+    /// "$60.00 on 30 December 2026" (after any credit), while it renews.
+    next_charge: Option<String>,
+    billing_email: String,
+    live: Option<LiveAccount>,
+}
+
+struct LiveAccount {
+    card: String,
+    /// "$768.00 credit, taken off your next invoices".
+    credit: Option<String>,
+    /// What a failed renewal still asks for.
+    owed: Option<String>,
+    /// (date, number, amount, status, link).
+    invoices: Vec<(String, String, String, String, Option<String>)>,
+}
+
 /// `GET /billing`: the plan, seats, renewal and notices on a paid plan; the three free quotas
 /// with the days until they reset on Free.
-pub async fn settings(auth: Result<TenantAuth, ApiError>, State(state): State<AppState>) -> Response {
-    let Ok(auth) = auth else { return signed_out(&state) };
+pub async fn settings(
+    auth: Result<TenantAuth, ApiError>,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(auth) = auth else { return signed_out(&state, &headers) };
     let status = match load_status(&state, &auth).await {
         Ok(s) => s,
         Err(page) => return page,
@@ -254,6 +410,7 @@ pub async fn settings(auth: Result<TenantAuth, ApiError>, State(state): State<Ap
     // a cancellation, and "Renews on" would promise a renewal that depends on that payment.
     let renewal = sub.and_then(|r| match (e.grace_ends_at, e.access_until) {
         (Some(grace_end), _) => Some(("Pay by", date(grace_end))),
+        (None, Some(until)) if resumable(r) => Some(("Cancels on", date(until))),
         (None, Some(until)) => Some(("Access until", date(until))),
         (None, None) => r.stripe_current_period_end.map(|end| ("Renews on", date(end))),
     });
@@ -288,6 +445,10 @@ pub async fn settings(auth: Result<TenantAuth, ApiError>, State(state): State<Ap
         }
         None => "Your 30-day window starts with your first run.".to_owned(),
     };
+    let account = match status.row.as_ref().filter(|r| r.stripe_subscription_id.is_some() && !manual) {
+        Some(row) => Some(account_view(&state, &auth, &status, row).await),
+        None => None,
+    };
     let page = SettingsPage {
         title: "Plan & usage",
         page: "settings",
@@ -303,8 +464,15 @@ pub async fn settings(auth: Result<TenantAuth, ApiError>, State(state): State<Ap
         }),
         paid: e.tier.is_paid(),
         manual,
-        has_customer: status.row.as_ref().is_some_and(|r| r.stripe_customer_id.is_some()),
+        has_subscription: status
+            .row
+            .as_ref()
+            .is_some_and(|r| r.stripe_customer_id.is_some() && r.stripe_subscription_id.is_some()),
         is_admin: auth.require_billing_admin().is_ok(),
+        can_resume: sub.is_some_and(resumable) && state.billing_disabled_since.is_none(),
+        past_due: sub.is_some() && e.grace_ends_at.is_some(),
+        restore: restore_link(&status),
+        account,
         seats: sub.and_then(|r| r.stripe_seat_count),
         renewal,
         usage,
@@ -364,6 +532,8 @@ pub struct UpgradeQuery {
     seats: Option<i64>,
     /// Repositories the tenant has connected, when Hydra's link says so: Team caps them at 5.
     repos: Option<i64>,
+    /// `cancelled` when the customer left Stripe Checkout without paying.
+    checkout: Option<String>,
 }
 
 #[derive(Template)]
@@ -385,6 +555,9 @@ struct UpgradePage {
     can_checkout: bool,
     can_upgrade: bool,
     business_gain: &'static str,
+    /// What Business would cost at the subscription's seats and interval, before any preview:
+    /// "Business: 3 × $40.00 = $120.00 per month".
+    business_price: Option<String>,
     /// How long a previewed price holds. The page says it as a duration from when the preview
     /// arrived: the browser's clock need not match ours (the demo's runs days ahead).
     quote_ttl_secs: i64,
@@ -394,9 +567,10 @@ struct UpgradePage {
 pub async fn upgrade(
     auth: Result<TenantAuth, ApiError>,
     State(state): State<AppState>,
+    headers: HeaderMap,
     query: Result<Query<UpgradeQuery>, QueryRejection>,
 ) -> Response {
-    let Ok(auth) = auth else { return signed_out(&state) };
+    let Ok(auth) = auth else { return signed_out(&state, &headers) };
     // A malformed link still shows the page, with the defaults.
     let query = query.map(|Query(q)| q).unwrap_or_default();
     let status = match load_status(&state, &auth).await {
@@ -427,8 +601,8 @@ pub async fn upgrade(
                 )));
             } else {
                 notices.push(Notice::info(
-                    "Changes open again once the subscription is back in good standing or resumed in the \
-                     customer portal (Plan & usage, Manage subscription)."
+                    "Changes open again once the subscription is back in good standing, or resumed \
+                     (Plan & usage, Resume subscription)."
                         .into(),
                 ));
             }
@@ -449,11 +623,31 @@ pub async fn upgrade(
             crate::domain::access::TEAM_REPO_LIMIT
         )));
     }
+    if query.checkout.as_deref() == Some("cancelled") && mode == "checkout" {
+        notices.push(Notice::info(
+            "You left checkout, so nothing was charged. Your choices are as you left them.".into(),
+        ));
+    }
     let selected = match query.tier.as_deref() {
         Some(t @ ("free" | "team" | "business")) => t.to_owned(),
         _ => "team".to_owned(),
     };
     let current_seats = status.subscription().and_then(|r| r.stripe_seat_count);
+    let business_price = status.subscription().and_then(|r| {
+        let interval = match r.stripe_interval.as_deref() {
+            Some("year") => Interval::Year,
+            _ => Interval::Month,
+        };
+        let seats = r.stripe_seat_count?;
+        let unit = plan(Tier::Business, interval)?.unit_amount;
+        let per = if interval == Interval::Year { "year" } else { "month" };
+        Some(format!(
+            "Business: {seats} × {} = {} per {per}, from your next renewal; today only the difference for \
+             the rest of this period.",
+            dollars(unit),
+            dollars(unit * seats)
+        ))
+    });
     let page = UpgradePage {
         title: "Change plan",
         page: "upgrade",
@@ -469,6 +663,7 @@ pub async fn upgrade(
         can_checkout: is_admin && !frozen,
         can_upgrade: is_admin && !frozen && e.tier == Tier::Team,
         business_gain: BUSINESS_GAIN,
+        business_price,
         quote_ttl_secs: crate::billing::quotes::QUOTE_TTL_SECS,
     };
     render(StatusCode::OK, &page)
@@ -492,6 +687,8 @@ struct SuccessPage {
     reference: String,
     /// Stripe said the session is paid; when it could not be asked, the page does not claim it.
     confirmed: bool,
+    /// Where Stripe sends the receipt.
+    receipt_to: Option<String>,
 }
 
 /// `GET /billing/success?session_id=cs_…&plan=team|business`: Checkout's return. Confirms the
@@ -500,9 +697,10 @@ struct SuccessPage {
 pub async fn success(
     auth: Result<TenantAuth, ApiError>,
     State(state): State<AppState>,
+    headers: HeaderMap,
     query: Result<Query<SuccessQuery>, QueryRejection>,
 ) -> Response {
-    let Ok(auth) = auth else { return signed_out(&state) };
+    let Ok(auth) = auth else { return signed_out(&state, &headers) };
     let Some((session_id, plan)) = query.ok().and_then(|Query(q)| Some((q.session_id?, q.plan))) else {
         return message(
             &state,
@@ -533,8 +731,15 @@ pub async fn success(
                 Some(("/billing/upgrade", "Back to plans")),
             );
         }
-        Err(e @ ApiError::Billing(BillingError::NotFound(_) | BillingError::Invalid(_))) => {
-            return error_page(&state, &e);
+        Err(ApiError::Billing(BillingError::NotFound(_) | BillingError::Invalid(_))) => {
+            return message(
+                &state,
+                StatusCode::NOT_FOUND,
+                "We couldn't find that checkout",
+                "This link doesn't match a checkout of your team, so there is nothing to confirm here. \
+                 Your plan and any payment show on Plan & usage.",
+                Some(("/billing", "Go to Plan & usage")),
+            );
         }
         // Stripe unreachable or busy, or the tenant's budget spent: the payment may well have gone
         // through, and the status the page polls is ours, so the page still waits for the plan.
@@ -547,8 +752,13 @@ pub async fn success(
         Some("team") => Some(Tier::Team),
         _ => None,
     };
+    let receipt_to = match state.status(auth.tenant_id()).await {
+        Ok(status) => status.row.and_then(|r| r.billing_email),
+        Err(_) => None,
+    };
     let page = SuccessPage {
         title: "Welcome",
+        receipt_to,
         page: "success",
         demo: state.config.demo,
         tier_label: tier.map_or("your new plan", tier_label),

@@ -2,6 +2,9 @@
 //! serves each path.
 
 use axum::Router;
+use axum::extract::State;
+use axum::http::Uri;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 
 use super::error::ApiError;
@@ -25,6 +28,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/billing/seats", post(tenant::seats))
         .route("/api/billing/upgrade", post(tenant::upgrade))
         .route("/api/billing/portal", post(tenant::portal))
+        .route("/api/billing/resume", post(tenant::resume))
         .route("/api/admin/tenants/{id}/plan", post(admin::set_plan))
         .route("/api/admin/events", get(admin::list_events))
         .route("/api/admin/events/{id}/replay", post(admin::replay_event))
@@ -38,8 +42,13 @@ pub fn routes() -> Router<AppState> {
         .route("/billing/session", post(assets::start_session))
 }
 
-pub async fn not_found() -> ApiError {
-    ApiError::not_found("no such endpoint")
+/// Unknown paths: under `/billing` a person typed or followed a link, so they get a page; anywhere
+/// else a program called, so it gets the error shape.
+pub async fn not_found(State(state): State<AppState>, uri: Uri) -> Response {
+    if uri.path() == "/billing" || uri.path().starts_with("/billing/") {
+        return pages::page_not_found(&state);
+    }
+    ApiError::not_found("no such endpoint").into_response()
 }
 
 pub async fn method_not_allowed(method: axum::http::Method) -> ApiError {

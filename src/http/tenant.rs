@@ -16,6 +16,7 @@ use super::openapi::{ErrorBody, LapseReasonName, MetricName, TierName};
 use crate::billing::checkout::PortalFlow;
 use crate::billing::quotes::{self, Change};
 use crate::billing::usage::Status;
+use crate::domain::catalogue::Prices;
 use crate::domain::clock::{rfc3339, rfc3339_opt};
 use crate::domain::ids::{QuoteId, SessionId};
 use crate::domain::usage::shown_status;
@@ -57,6 +58,9 @@ pub struct StatusAnswer {
     #[schema(format = DateTime)]
     current_period_end: Option<String>,
     cancel_at_period_end: Option<bool>,
+    /// Cents per interval the subscription costs now (seats × the price), when its price is one
+    /// of the four on offer.
+    recurring_amount: Option<i64>,
     access: AccessState,
     /// Free only: per metric (`fix`, `doc_run`, `linear_cycle`).
     usage: Option<BTreeMap<&'static str, UsageCount>>,
@@ -66,7 +70,7 @@ pub struct StatusAnswer {
 }
 
 /// The status answer, built from the same [`Status`] the settings page renders.
-fn status_answer(status: &Status, tenant_id: &str) -> StatusAnswer {
+fn status_answer(status: &Status, tenant_id: &str, prices: &Prices) -> StatusAnswer {
     let sub = status.subscription();
     let effective = &status.effective;
     let usage = status.usage.as_ref().map(|u| {
@@ -83,6 +87,10 @@ fn status_answer(status: &Status, tenant_id: &str) -> StatusAnswer {
         interval: sub.and_then(|r| r.stripe_interval.clone()),
         current_period_end: rfc3339_opt(sub.and_then(|r| r.stripe_current_period_end)),
         cancel_at_period_end: sub.map(|r| r.cancel_at_period_end),
+        recurring_amount: sub.and_then(|r| {
+            let plan = prices.plan_of(r.stripe_price_id.as_deref()?)?;
+            Some(plan.unit_amount * r.stripe_seat_count?)
+        }),
         access: AccessState {
             allowed: effective.reason.is_none(),
             reason: effective.reason.map(|r| r.as_str()),
@@ -99,7 +107,11 @@ fn status_answer(status: &Status, tenant_id: &str) -> StatusAnswer {
     security(("tenant_token" = []), ("tenant_cookie" = [])),
     responses((status = 200, description = "The tenant's billing status", body = StatusAnswer)))]
 pub async fn status(auth: TenantAuth, State(state): State<AppState>) -> ApiResult<Json<StatusAnswer>> {
-    Ok(Json(status_answer(&state.status(auth.tenant_id()).await?, auth.tenant_id())))
+    Ok(Json(status_answer(
+        &state.status(auth.tenant_id()).await?,
+        auth.tenant_id(),
+        &state.config.stripe.prices,
+    )))
 }
 
 /// One metered run, as the tenant's pages show it.
@@ -287,6 +299,31 @@ pub struct QuoteAnswer {
     /// The quote holds for 10 minutes.
     #[schema(format = DateTime)]
     expires_at: String,
+    /// The seats after the change.
+    quantity: i64,
+    /// Cents a lower price leaves on the customer's balance; Stripe takes it off the next invoices.
+    credit: i64,
+    /// The recurring charge from the next renewal on.
+    next: Option<NextChargeAnswer>,
+    /// The card Stripe charges, e.g. `Visa •4242`, when the subscription names one.
+    #[schema(example = "Visa •4242")]
+    card: Option<String>,
+}
+
+/// What the subscription costs from its next renewal on.
+#[derive(Serialize, ToSchema)]
+pub struct NextChargeAnswer {
+    /// When that charge first applies (the current period's end).
+    #[schema(format = DateTime)]
+    from: String,
+    /// Cents per seat per interval.
+    unit_amount: i64,
+    quantity: i64,
+    /// Cents per interval: `unit_amount × quantity`.
+    amount: i64,
+    /// `month` or `year`.
+    #[schema(example = "month")]
+    interval: &'static str,
 }
 
 /// A quote applied.
@@ -363,6 +400,16 @@ async fn change(
                     })
                     .collect(),
                 expires_at: rfc3339(q.expires_at),
+                quantity: q.quantity,
+                credit: q.credit,
+                next: q.next.map(|n| NextChargeAnswer {
+                    from: rfc3339(n.from),
+                    unit_amount: n.unit_amount,
+                    quantity: n.quantity,
+                    amount: n.amount,
+                    interval: n.interval,
+                }),
+                card: q.card,
             }))
         }
     }
@@ -406,6 +453,26 @@ pub async fn upgrade(
 ) -> ApiResult<Json<ChangeAnswer>> {
     let Json(body) = body?;
     Ok(Json(change(&state, &auth, body, "upgrade").await?))
+}
+
+/// Take back a scheduled cancellation: the subscription renews as before; nothing is charged now.
+#[utoipa::path(post, path = "/api/billing/resume", tag = "tenant",
+    security(("tenant_token" = []), ("tenant_cookie" = [])),
+    responses(
+        (status = 200, description = "Resumed: the tenant's status after it", body = StatusAnswer),
+        (status = 403, description = "Not a billing admin, or a cookie call without the same origin", body = ErrorBody),
+        (status = 409, description = "No subscription set to cancel", body = ErrorBody),
+        (status = 429, description = "Over the tenant's 60 Stripe calls a minute", body = ErrorBody),
+    ))]
+pub async fn resume(auth: TenantAuth, State(state): State<AppState>) -> ApiResult<Json<StatusAnswer>> {
+    stripe_call_allowed(&state, &auth)?;
+    state.require_enabled()?;
+    quotes::resume(&state, auth.tenant()).await?;
+    Ok(Json(status_answer(
+        &state.status(auth.tenant_id()).await?,
+        auth.tenant_id(),
+        &state.config.stripe.prices,
+    )))
 }
 
 /// A link to Stripe's page.

@@ -350,11 +350,21 @@ async fn a_free_team_upgrades_to_team_annual_with_3_seats_and_sees_it_everywhere
     b.goto("/billing/upgrade").await;
     b.assert_accessible_and_fits().await;
     choose(&b, "team", false, "3").await;
-    assert_eq!(b.text("#total").await, "3 × $20.00 = $60.00 per month.");
+    assert_eq!(
+        b.text("#total").await,
+        "Due today: $60.00 (3 seats × $20.00 per seat per month), then monthly."
+    );
+    assert_eq!(b.text("[data-testid=price-team]").await, "$20.00 per seat / month");
     choose(&b, "team", true, "3").await;
     assert_eq!(
         b.text("#total").await,
-        "3 × $192.00 = $576.00 per year. You save $144.00 a year (20%) against monthly."
+        "Due today: $576.00 (3 seats × $192.00 per seat per year). You save $144.00 a year (20%) against monthly."
+    );
+    // Annual prices say so on the cards too.
+    assert_eq!(b.text("[data-testid=price-team]").await, "$16.00 per seat / month, billed $192.00 yearly");
+    assert_eq!(
+        b.text("[data-testid=price-business]").await,
+        "$32.00 per seat / month, billed $384.00 yearly"
     );
     b.screenshot("upgrade").await;
     b.click("#checkout").await;
@@ -371,15 +381,23 @@ async fn a_free_team_upgrades_to_team_annual_with_3_seats_and_sees_it_everywhere
     assert!(b.text("#progress").await.contains("Provisioning takes a moment") || !b.hidden("#done").await);
     b.wait_visible("#done", Duration::from_secs(25)).await;
     assert_eq!(b.text("#done").await, "All set: Team is active for your team.");
+    // The success page says what was bought.
+    let row = s.app.tenant("acme").await;
+    let renews = chrono::DateTime::from_timestamp(row.stripe_current_period_end.unwrap(), 0).unwrap();
+    b.wait_visible("[data-testid=bought]", Duration::from_secs(5)).await;
+    assert_eq!(b.text("#bought-seats").await, "3");
+    assert_eq!(b.text("#bought-billing").await, "Annual");
+    assert_eq!(b.text("#bought-price").await, "$576.00 per year");
+    assert_eq!(b.text("#bought-renews").await, renews.format("%-d %B %Y").to_string());
+    assert!(b.text("#receipt").await.starts_with("Stripe emails the receipt to "));
+    b.assert_accessible_and_fits().await;
     b.screenshot("success").await;
 
     b.goto("/billing").await;
     assert_eq!(b.text("[data-testid=plan-badge]").await, "Team");
     assert_eq!(b.text("[data-testid=interval-badge]").await, "Annual");
     assert_eq!(b.text("[data-testid=seats]").await, "3");
-    let row = s.app.tenant("acme").await;
     assert_eq!(row.stripe_interval.as_deref(), Some("year"));
-    let renews = chrono::DateTime::from_timestamp(row.stripe_current_period_end.unwrap(), 0).unwrap();
     assert_eq!(b.text("[data-testid=renewal]").await, renews.format("%-d %B %Y").to_string());
     b.assert_accessible_and_fits().await;
     b.screenshot("settings-team").await;
@@ -391,10 +409,13 @@ async fn the_3ds_card_path_authenticates_on_checkout_then_provisions_business() 
     let (s, b) = free_team_signed_in("tds", "Three D", "3ds").await;
     b.goto("/billing/upgrade?tier=business").await;
     assert!(b.find("input[name=tier][value=business]").await.is_selected().await.unwrap());
-    // Keyboard only: Enter in the seats field submits the form through the same button.
+    // Keyboard only. Enter in the seats field stays on the page (it never leaves for a payment);
+    // Enter on the button goes to Checkout.
     let seats = b.find("#seats").await;
     seats.clear().await.unwrap();
     seats.send_keys("2\u{E007}").await.unwrap();
+    assert_eq!(b.path().await, "/billing/upgrade");
+    b.find("#checkout").await.send_keys("\u{E007}").await.unwrap();
     b.wait_for_checkout().await;
     pay_at_checkout(&b, "pm_card_authenticationRequired").await;
     assert!(b.text("body").await.contains("Your bank asks you to confirm this payment."));
@@ -447,7 +468,7 @@ async fn changing_the_seats_while_checkout_opens_cannot_send_a_second_one() {
     seats.clear().await.unwrap();
     seats.send_keys("10").await.unwrap();
     let total = b.text("#total").await;
-    assert!(total.starts_with("10 × "), "the price follows the edit: {total}");
+    assert!(total.starts_with("Due today: $200.00 (10 seats × "), "the price follows the edit: {total}");
     assert!(!b.find("#checkout").await.is_enabled().await.unwrap(), "the button stays disabled");
     b.click("#checkout").await;
     b.wait_for_checkout().await;
@@ -489,6 +510,7 @@ async fn the_free_settings_page_shows_three_bars_with_the_right_numbers() {
         assert_eq!(bar.attr("aria-valuenow").await.unwrap().as_deref(), Some(now));
     }
     assert_eq!(b.text("[data-testid=resets]").await, "Your free runs reset in 30 days, on 31 January 2026.");
+    assert_eq!(b.text("[data-testid=limit-doc_run]").await, "· limit reached", "a full bar says so in words");
     assert_eq!(b.find("a.button[href='/billing/upgrade']").await.text().await.unwrap(), "Upgrade");
     b.assert_accessible_and_fits().await;
     b.screenshot("settings-free").await;
@@ -498,6 +520,19 @@ async fn the_free_settings_page_shows_three_bars_with_the_right_numbers() {
     b.screenshot("settings-free-phone").await;
     b.goto("/billing/upgrade").await;
     b.assert_accessible_and_fits().await;
+    // What is due and the button to pay it are in view without scrolling.
+    let in_view = b
+        .c()
+        .execute(
+            "const r = document.getElementById('checkout').getBoundingClientRect(); \
+             const t = document.getElementById('total').getBoundingClientRect(); \
+             return [t.top >= 0 && r.bottom <= window.innerHeight, document.getElementById('total').textContent];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(in_view[0], true, "the due-today total and its button are in view on a phone: {in_view}");
+    assert!(in_view[1].as_str().unwrap().starts_with("Due today: $20.00"), "{in_view}");
     b.screenshot("upgrade-phone").await;
     b.close().await;
 }
@@ -720,6 +755,8 @@ async fn the_demo_controls_work_in_a_browser_and_a_double_click_moves_time_once(
     b.screenshot("after-renewal").await;
 
     b.goto("/demo").await;
+    let picked = b.find("#clock-tenant").await.prop("value").await.unwrap();
+    assert_eq!(picked.as_deref(), Some("globex"), "the picker stays on the team just moved");
     let now = b.text("[data-testid=demo-now]").await;
     let ahead = b.text("#clock-heading + p").await;
     let days: i64 = ahead
@@ -766,5 +803,206 @@ async fn in_the_demo_two_clicks_reach_the_free_limit_and_the_upgrade_prompt() {
         .unwrap();
     b.wait_for_path("/billing/upgrade").await;
     assert!(b.text("main").await.contains("Acme Robotics"), "the prompt leads to Acme's own upgrade page");
+    b.close().await;
+}
+
+/// Issue: a stale preview was charged. Editing the seats after a preview discards it (and says
+/// so), so "Confirm" can only apply what is on screen; the preview says what is due today, what
+/// the plan costs from the next renewal and which card pays; the confirmation names the result.
+/// At a phone's width too.
+#[tokio::test]
+async fn an_edit_after_a_preview_discards_it_and_confirm_applies_only_what_is_shown() {
+    let (s, b, customer) = team_subscriber_on_the_upgrade_page("stale", "3", "stale-preview").await;
+    b.c().set_window_size(390, 844).await.unwrap();
+    let seats = b.find("#new-seats").await;
+    seats.clear().await.unwrap();
+    seats.send_keys("6").await.unwrap();
+    b.click("#preview-seats").await;
+    b.wait_visible("#preview", Duration::from_secs(10)).await;
+    assert_eq!(b.text("[data-testid=preview-summary]").await, "3 to 6 seats");
+    seats.send_keys("\u{0008}8").await.unwrap();
+    assert!(b.hidden("#preview").await, "an edit hides the old preview");
+    let note = b.text("[data-testid=preview-discarded]").await;
+    assert!(note.contains("The preview for 6 seats was discarded because the seats changed"), "{note}");
+    assert!(!b.find("#confirm").await.is_displayed().await.unwrap(), "nothing to confirm");
+
+    // Enter in the seats box previews; it never applies anything.
+    seats.send_keys("\u{E007}").await.unwrap();
+    b.wait_visible("#preview", Duration::from_secs(10)).await;
+    assert_eq!(b.text("[data-testid=preview-summary]").await, "3 to 8 seats");
+    let due = b.text("#preview-total").await;
+    let next = b.text("[data-testid=preview-next]").await;
+    assert_eq!(next, "$160.00 per month (8 × $20.00)", "the recurring total after the change");
+    let from = b.text("#preview-next-label").await;
+    assert!(from.starts_with("From "), "{from}");
+    assert_eq!(b.text("[data-testid=preview-card]").await, "Visa •4242");
+    assert_eq!(b.text("#confirm").await, format!("Confirm and pay {due}"));
+    b.assert_accessible_and_fits().await;
+    b.screenshot("preview-increase-phone").await;
+    b.click("#confirm").await;
+    b.wait_visible("#change-done", Duration::from_secs(10)).await;
+    let done = b.text("#change-done").await;
+    assert!(done.starts_with(&format!("Done: 8 seats · {due} charged to Visa •4242.")), "{done}");
+    s.settle("stale", "8 seats", |r| r.stripe_seat_count == Some(8)).await;
+    let invoices = s.get("/v1/invoices", &[("customer", customer.as_str())]).await;
+    let updates = invoices["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["billing_reason"] == "subscription_update")
+        .count();
+    assert_eq!(updates, 1, "one change, the one shown");
+    b.close().await;
+}
+
+/// Issue: a decrease hid its credit. 6 to 2 seats: nothing due today, the credit said in words,
+/// the button says "Confirm change", and "Discard preview" returns focus to the seats box.
+#[tokio::test]
+async fn a_seat_decrease_says_nothing_is_due_and_names_its_credit() {
+    let (s, b, _) = team_subscriber_on_the_upgrade_page("down", "6", "decrease").await;
+    let seats = b.find("#new-seats").await;
+    seats.clear().await.unwrap();
+    seats.send_keys("2").await.unwrap();
+    b.click("#preview-seats").await;
+    b.wait_visible("#preview", Duration::from_secs(10)).await;
+    assert_eq!(b.text("#preview-total").await, "$0.00");
+    let credit = b.text("[data-testid=preview-credit]").await;
+    assert!(
+        credit.starts_with("Nothing to pay today; $")
+            && credit.ends_with(" credit goes to your next invoices."),
+        "{credit}"
+    );
+    assert_eq!(b.text("#confirm").await, "Confirm change");
+    assert!(b.hidden("#preview-card-row").await, "no card is charged");
+    assert_eq!(b.text("[data-testid=preview-next]").await, "$40.00 per month (2 × $20.00)");
+    b.assert_accessible_and_fits().await;
+    b.screenshot("preview-decrease").await;
+    b.click("#discard").await;
+    assert!(b.hidden("#preview").await);
+    let focused = b.c().execute("return document.activeElement.id", vec![]).await.unwrap();
+    assert_eq!(focused, "new-seats", "focus goes back to where the change started");
+    b.click("#preview-seats").await;
+    b.wait_visible("#preview", Duration::from_secs(10)).await;
+    b.click("#confirm").await;
+    b.wait_visible("#change-done", Duration::from_secs(10)).await;
+    let done = b.text("#change-done").await;
+    assert!(done.starts_with("Done: 2 seats · Nothing charged; $"), "{done}");
+    s.settle("down", "2 seats", |r| r.stripe_seat_count == Some(2)).await;
+    b.close().await;
+}
+
+/// Issue: the Business card showed no price until previewed; a free team got "Manage
+/// subscription" (an empty portal); a mistyped page address showed JSON; no favicon.
+#[tokio::test]
+async fn prices_show_before_a_preview_and_free_teams_get_no_empty_portal() {
+    let (s, b, _) = team_subscriber_on_the_upgrade_page("shown", "3", "business-price").await;
+    let price = b.text("[data-testid=business-price]").await;
+    assert!(price.starts_with("Business: 3 × $40.00 = $120.00 per month"), "{price}");
+
+    let (customer, _) = s.tenant_with_customer("never", "pm_card_visa").await;
+    assert!(!customer.is_empty());
+    b.sign_in(&s.app.tenant_token("never")).await;
+    b.goto("/billing").await;
+    let buttons = b
+        .c()
+        .execute(
+            "return [...document.querySelectorAll('.actions .button')].map(e => e.textContent.trim())",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(buttons, json!(["Upgrade"]), "a team that never subscribed has nothing in the portal");
+    let icon = b.c().execute("return document.querySelector('link[rel=icon]').href", vec![]).await.unwrap();
+    let icon = s.app.client.get(icon.as_str().unwrap()).send().await.unwrap();
+    assert_eq!(icon.headers()["content-type"], "image/svg+xml");
+
+    b.goto("/billing/upgrad").await;
+    assert_eq!(b.text("h1").await, "Page not found");
+    assert!(b.text("main").await.contains("Go to Plan & usage"));
+    b.assert_accessible_and_fits().await;
+    let api = s.app.client.get(s.app.url("/api/nothing-here")).send().await.unwrap();
+    assert_eq!(api.status(), 404);
+    let body: Value = api.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found", "programs still get the error shape");
+    b.close().await;
+}
+
+/// Issue: leaving Checkout lost the choices. Business, annual, 4 seats, then "Cancel" on Stripe's
+/// page: back on the upgrade page with the same choices and a word that nothing was charged.
+#[tokio::test]
+async fn leaving_checkout_keeps_the_choices_and_says_nothing_was_charged() {
+    let (_s, b) = free_team_signed_in("leaver", "Leaver", "checkout-left").await;
+    b.goto("/billing/upgrade").await;
+    choose(&b, "business", true, "4").await;
+    b.click("#checkout").await;
+    b.wait_for_checkout().await;
+    b.c().find(fantoccini::Locator::LinkText("Cancel")).await.unwrap().click().await.unwrap();
+    b.wait_for_path("/billing/upgrade").await;
+    let picked = b
+        .c()
+        .execute(
+            "return [document.querySelector('input[name=tier]:checked').value, \
+             document.querySelector('input[name=interval]:checked').value, document.getElementById('seats').value]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(picked, json!(["business", "year", "4"]));
+    let notice = b.text(".notice").await;
+    assert!(notice.contains("You left checkout, so nothing was charged"), "{notice}");
+    b.assert_accessible_and_fits().await;
+    b.screenshot("back-from-checkout").await;
+    b.close().await;
+}
+
+/// Issue: cancellation was a dead end. A subscription set to cancel says "Cancels on …" and offers
+/// "Resume subscription" (no "Change seats or plan" leading nowhere); one click takes the
+/// cancellation back in Stripe and the page says "Renews on" again. A second resume is a 409.
+#[tokio::test]
+async fn a_cancelling_subscription_says_when_it_ends_and_resumes_in_one_click() {
+    let s = spawn_site().await;
+    let (customer, _) = s.tenant_with_customer("leaving", "pm_card_visa").await;
+    let sub = s.subscribe(&customer, &s.prices.team_monthly, "2").await;
+    let sub_id = sub["id"].as_str().unwrap().to_owned();
+    s.settle("leaving", "subscribed", |r| r.plan_tier == "team").await;
+    s.post(&format!("/v1/subscriptions/{sub_id}"), &[("cancel_at_period_end", "true")]).await;
+    s.settle("leaving", "set to cancel", |r| r.cancel_at_period_end).await;
+    let b = browser(&s.app.base, "resume").await;
+    b.sign_in(&s.app.tenant_token("leaving")).await;
+    b.goto("/billing").await;
+    let renewal = b.text("[data-testid=renewal]").await;
+    assert_eq!(b.text("[data-testid=renewal-label]").await, "Cancels on", "the date it ends: {renewal}");
+    assert!(b.text(".notice").await.contains("Resume it to keep Team."));
+    assert!(b.c().find(fantoccini::Locator::LinkText("Change seats or plan")).await.is_err());
+    b.assert_accessible_and_fits().await;
+    b.screenshot("cancelling").await;
+    b.click("#resume").await;
+    let renewed = eventually(Duration::from_secs(10), async || {
+        b.ready().await && b.text("[data-testid=renewal-label]").await == "Renews on"
+    })
+    .await;
+    assert!(renewed, "the page says it renews again: {}", b.text("main").await);
+    assert_eq!(b.text("[data-testid=renewal]").await, renewal, "on the same date");
+    let live = s.get(&format!("/v1/subscriptions/{sub_id}"), &[]).await;
+    assert_eq!(live["cancel_at_period_end"], false, "Stripe has it renewing");
+    assert!(!s.app.db.tenant("leaving").await.unwrap().unwrap().cancel_at_period_end);
+    let again = s
+        .app
+        .client
+        .post(s.app.url("/api/billing/resume"))
+        .bearer_auth(s.app.tenant_token("leaving"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409, "nothing left to resume");
+    let member = s
+        .app
+        .client
+        .post(s.app.url("/api/billing/resume"))
+        .bearer_auth(s.app.tenant_token_with("leaving", hydra_billing::http::auth::Role::Member, 600))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(member.status(), 403, "only a billing admin changes billing");
     b.close().await;
 }

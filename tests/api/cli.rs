@@ -318,6 +318,9 @@ async fn demo_serves_a_working_site_with_nothing_configured() {
     };
     let settings = page("/billing", cookie.clone()).await;
     assert!(settings.contains(r#"<span data-testid="usage-fix">4 / 5</span>"#), "{settings}");
+    // A full bar says so in words, not only in colour.
+    assert!(settings.contains(r#"data-testid="limit-doc_run"> · limit reached"#), "{settings}");
+    assert!(!settings.contains(r#"data-testid="limit-fix""#), "4 of 5 is not the limit");
     assert!(settings.contains("Demo controls"), "demo pages link back to the controls");
 
     // "Run a fix" goes through the service API: the fifth fix runs, the sixth meets the 402.
@@ -368,7 +371,7 @@ async fn demo_serves_a_working_site_with_nothing_configured() {
         last = page("/billing", cookie).await;
         assert!(last.contains(expect), "{action}: {last}");
     }
-    assert!(last.contains("kept failing") || last.contains("Your subscription has ended;"), "{last}");
+    assert!(last.contains("kept failing") || last.contains("because its payments failed"), "{last}");
 }
 
 /// `serve` from the shell: every log line about a webhook, its intake and its processing by the

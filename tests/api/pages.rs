@@ -121,7 +121,13 @@ async fn pages_without_a_session_ask_to_sign_in_and_show_nothing_else() {
         assert_page_headers(&r);
         let html = r.text().await.unwrap();
         assert!(html.contains("Please sign in"), "{path}");
+        assert!(html.contains("Your session has ended"), "a session was sent: {path}");
         assert!(!html.contains("Demo controls"), "serve never links to the demo");
+        // Someone who never signed in is not told a session ended.
+        let first = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(first.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let html = first.text().await.unwrap();
+        assert!(html.contains("choose Billing to sign in") && !html.contains("session has ended"), "{path}");
     }
     // The demo's own routes do not exist outside `demo`.
     for path in ["/demo", "/"] {
@@ -189,6 +195,7 @@ async fn a_paid_page_shows_plan_seats_renewal_and_notices_with_dates() {
     );
     assert!(html.contains("before 8 January 2026 to keep Team"), "{html}");
     assert!(html.contains("Pay by</dt><dd data-testid=\"renewal\">8 January 2026</dd>"), "{html}");
+    assert!(html.contains(r#"data-testid="past-due-badge">Past due</span>"#), "{html}");
 
     // A cancellation: access until the period end, said with its date.
     app.exec(
@@ -198,8 +205,10 @@ async fn a_paid_page_shows_plan_seats_renewal_and_notices_with_dates() {
     )
     .await;
     let html = page(&app, "/billing", "t1", false).await;
-    assert!(html.contains("You keep Team until 1 February 2026"), "{html}");
-    assert!(html.contains("Access until</dt><dd data-testid=\"renewal\">1 February 2026</dd>"));
+    assert!(html.contains("Your subscription ends on 1 February 2026: you keep Team until then"), "{html}");
+    assert!(html.contains("Cancels on</dt><dd data-testid=\"renewal\">1 February 2026</dd>"), "{html}");
+    assert!(html.contains(r#"id="resume""#), "a scheduled cancellation can be taken back: {html}");
+    assert!(!html.contains("Change seats or plan"), "no dead end while it is set to cancel");
 
     // A member sees the plan but cannot change it.
     let html = page(&app, "/billing", "t1", true).await;
@@ -251,7 +260,11 @@ async fn a_subscriber_or_a_managed_plan_gets_the_right_upgrade_page() {
     app.exec("UPDATE tenants SET cancel_at_period_end = TRUE WHERE id = $1", "t1").await;
     let html = page(&app, "/billing/upgrade", "t1", false).await;
     assert!(!html.contains(r#"id="seats-form""#) && !html.contains(r#"id="checkout-form""#));
-    assert!(html.contains("resumed in the"));
+    assert!(
+        html.contains("resumed (Plan &#38; usage, Resume subscription)")
+            || html.contains("resumed (Plan &amp; usage"),
+        "{html}"
+    );
 
     app.put_tenant("t2", &json!({"name": "Two"})).await;
     let r = app.set_plan("t2", &json!({"plan_tier": "enterprise", "reason": "contract"})).await;
@@ -320,4 +333,134 @@ async fn reloading_the_success_page_spends_the_tenants_stripe_budget() {
     assert!(r.text().await.unwrap().contains("Provisioning takes a moment."));
     let r = s.call(reqwest::Method::POST, "/api/billing/portal", "t1", None).await;
     crate::helpers::error_of(r, StatusCode::TOO_MANY_REQUESTS).await;
+}
+
+/// A checkout reference that is not one: a page that says so in plain words, not an error code.
+#[tokio::test]
+async fn a_bad_checkout_reference_says_there_is_nothing_to_confirm() {
+    let app = spawn_app().await;
+    app.put_tenant("t1", &serde_json::json!({"name": "Acme"})).await;
+    let r = app
+        .client
+        .get(app.url("/billing/success?session_id=bogus123&plan=team"))
+        .header("cookie", format!("hydra_session={}", app.tenant_token("t1")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("We couldn&#39;t find that checkout")
+            || html.contains("We couldn't find that checkout"),
+        "{html}"
+    );
+    assert!(!html.contains("bogus123"), "the reference is not echoed back as an error");
+}
+
+/// After a plan ended: when and why in the notice, and one action that sets the upgrade page to
+/// what the team had (its tier, interval and seats).
+#[tokio::test]
+async fn a_lapsed_team_is_told_when_its_plan_ended_and_can_restore_it_in_one_step() {
+    let app = spawn_app().await;
+    app.put_tenant("gone", &serde_json::json!({"name": "Gone Inc"})).await;
+    app.exec(
+        "UPDATE tenants SET stripe_customer_id = 'cus_gone', stripe_subscription_id = 'sub_gone', \
+         stripe_subscription_status = 'canceled', plan_tier = 'business', stripe_seat_count = 12, \
+         stripe_interval = 'year', stripe_current_period_end = 1767139200 WHERE id = $1",
+        "gone",
+    )
+    .await;
+    let html = page(&app, "/billing", "gone", false).await;
+    assert!(
+        html.contains("Your Business subscription ended on 31 December 2025; your team is on Free."),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"href="/billing/upgrade?tier=business&#38;interval=year&#38;seats=12" data-testid="restore">Restore Business, 12 seats</a>"#),
+        "{html}"
+    );
+    let upgrade = page(&app, "/billing/upgrade?tier=business&interval=year&seats=12", "gone", false).await;
+    assert!(upgrade.contains(r#"value="business" "#) || upgrade.contains(r#"value="business""#));
+    assert!(upgrade.contains(r#"value="12""#), "the seats it had: {upgrade}");
+    assert!(upgrade.contains(r#"value="year" checked"#), "{upgrade}");
+
+    // Cancelled by Stripe after payments failed: the notice says so.
+    app.exec("UPDATE tenants SET cancellation_reason = 'payment_failed' WHERE id = $1", "gone").await;
+    let html = page(&app, "/billing", "gone", false).await;
+    assert!(html.contains("was cancelled because its payments failed"), "{html}");
+}
+
+/// A subscriber's page says what it pays: price, next charge (less any credit), the card, the
+/// billing email and the last invoices with Stripe's links; a failed renewal shows what is owed;
+/// with Stripe gone the page still answers, says what it cannot show, and loses nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribers_page_shows_what_it_pays_and_copes_without_stripe() {
+    let mut s = crate::helpers::spawn_site().await;
+    let (customer, clock) = s.tenant_with_customer("acct", "pm_card_visa").await;
+    let sub = s.subscribe(&customer, &s.prices.team_monthly, "3").await;
+    let sub_id = sub["id"].as_str().unwrap().to_owned();
+    s.settle("acct", "subscribed", |r| r.plan_tier == "team").await;
+    let end = s.app.tenant("acct").await.stripe_current_period_end.unwrap();
+    let renews = chrono::DateTime::from_timestamp(end, 0).unwrap().format("%-d %B %Y").to_string();
+    let html = page(&s.app, "/billing", "acct", false).await;
+    for shown in [
+        r#"data-testid="price">$60.00 per month (3 × $20.00)</dd>"#.to_owned(),
+        format!(r#"data-testid="next-charge">$60.00 on {renews}</dd>"#),
+        r#"data-testid="card">Visa •4242</dd>"#.to_owned(),
+        r#"data-testid="billing-email">billing@acct.test</dd>"#.to_owned(),
+        "<td class=\"num\">$60.00</td><td>paid</td>".to_owned(),
+    ] {
+        assert!(html.contains(&shown), "{shown} missing from {html}");
+    }
+    assert!(html.contains(r#"rel="noopener" target="_blank""#), "each invoice links to Stripe's page");
+
+    // Fewer seats: the unused time comes back as a credit, and the next charge is smaller.
+    let item = sub["items"]["data"][0]["id"].as_str().unwrap().to_owned();
+    s.post(
+        &format!("/v1/subscriptions/{sub_id}"),
+        &[("items[0][id]", &item), ("items[0][quantity]", "1"), ("proration_behavior", "always_invoice")],
+    )
+    .await;
+    s.settle("acct", "1 seat", |r| r.stripe_seat_count == Some(1)).await;
+    let html = page(&s.app, "/billing", "acct", false).await;
+    assert!(html.contains("credit, taken off your next invoices."), "{html}");
+    assert!(
+        html.contains(&format!(
+            r#"data-testid="next-charge">$0.00 on {renews} (after your $20.00 credit)</dd>"#
+        )),
+        "{html}"
+    );
+
+    // A renewal that fails: the amount owed.
+    let pm = crate::helpers::sim_call(
+        s.simulator.as_ref().unwrap(),
+        reqwest::Method::POST,
+        "/v1/payment_methods/pm_card_chargeCustomerFail/attach",
+        &[("customer", &customer)],
+    )
+    .await;
+    s.post(&format!("/v1/subscriptions/{sub_id}"), &[("default_payment_method", pm["id"].as_str().unwrap())])
+        .await;
+    s.post(
+        &format!("/v1/subscriptions/{sub_id}"),
+        &[("items[0][id]", &item), ("items[0][quantity]", "4"), ("proration_behavior", "none")],
+    )
+    .await;
+    s.advance(&clock, end + 3600 + 60).await;
+    s.app.clock.set(end + 3600 + 60);
+    s.settle("acct", "past due", |r| r.stripe_subscription_status.as_deref() == Some("past_due")).await;
+    let html = page(&s.app, "/billing", "acct", false).await;
+    assert!(html.contains(r#"data-testid="past-due-badge">Past due</span>"#), "{html}");
+    assert!(html.contains(r#"data-testid="owed">$"#), "what the failed renewal asks for: {html}");
+    assert!(html.contains(r#"id="update-card""#), "and the way to pay it");
+
+    // Stripe gone: the page answers within its deadline, without the card and invoices.
+    drop(s.simulator.take());
+    let started = std::time::Instant::now();
+    let html = page(&s.app, "/billing", "acct", false).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(6), "{:?}", started.elapsed());
+    assert!(html.contains(r#"data-testid="account-unavailable""#), "{html}");
+    assert!(html.contains(r#"data-testid="plan-badge">Team</span>"#), "the plan still shows");
+    assert!(html.contains(r#"data-testid="billing-email">billing@acct.test</dd>"#));
 }

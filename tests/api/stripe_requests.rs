@@ -66,10 +66,15 @@ async fn checkout_customer_and_portal_requests_carry_what_the_design_says() {
         ("line_items[0][adjustable_quantity][maximum]", "500"),
         ("subscription_data[metadata][hydra_tenant_id]", "t1"),
         ("subscription_data[billing_mode][type]", "classic"),
-        ("cancel_url", "http://billing.test/billing/upgrade"),
     ] {
         assert_eq!(session.get(param), Some(&expected), "{param} as Stripe received it: {session:?}");
     }
+    let cancel = session.get("cancel_url").copied().unwrap_or_default();
+    assert!(
+        cancel.starts_with("http://billing.test/billing/upgrade?tier=")
+            && cancel.ends_with("&seats=3&checkout=cancelled"),
+        "leaving Checkout returns to the same choices: {cancel}"
+    );
     let success = session.get("success_url").copied().unwrap_or_default();
     assert!(
         success.starts_with("http://billing.test/billing/success?session_id={CHECKOUT_SESSION_ID}"),
