@@ -215,15 +215,40 @@ async fn account_view(
             invoices: l
                 .invoices
                 .into_iter()
-                .map(|i| (date(i.created), i.number, dollars(i.total), i.status, i.hosted_url))
+                .map(|i| {
+                    (date(i.created), i.number, dollars(i.total), invoice_status(&i.status), i.hosted_url)
+                })
                 .collect(),
         }),
     }
 }
 
+/// The paid tier a lapsed team had: the row's tier while it still names one, else the tier of the
+/// price its ended subscription was on (syncing a cancelled subscription tidies the tier to free).
+fn lapsed_tier(state: &AppState, status: &Status) -> Option<Tier> {
+    status.effective.reason?;
+    status.effective.lapsed_from.filter(|t| t.is_paid()).or_else(|| {
+        let price = status.row.as_ref()?.stripe_price_id.as_deref()?;
+        state.config.stripe.prices.tier_of(price).filter(|t| t.is_paid())
+    })
+}
+
+/// An invoice's status in words.
+fn invoice_status(status: &str) -> String {
+    match status {
+        "paid" => "Paid",
+        "open" => "Unpaid",
+        "void" => "Void",
+        "uncollectible" => "Uncollectible",
+        "draft" => "Draft",
+        other => other,
+    }
+    .to_owned()
+}
+
 /// What a lapsed team had, as a link that sets the upgrade page to it.
-fn restore_link(status: &Status) -> Option<(String, String)> {
-    let tier = status.effective.lapsed_from.filter(|t| t.is_paid() && status.effective.reason.is_some())?;
+fn restore_link(state: &AppState, status: &Status) -> Option<(String, String)> {
+    let tier = lapsed_tier(state, status)?;
     let row = status.row.as_ref()?;
     // A subscription still running (past due after its grace) comes back by paying, not anew.
     if row.stripe_subscription_status.as_deref().is_some_and(is_live_status) {
@@ -280,8 +305,7 @@ fn notices(state: &AppState, status: &Status) -> Vec<Notice> {
         }));
     }
     if let Some(reason) = e.reason {
-        // The tier that lapsed, when the row still names it (the jobs tidy it to free later).
-        let was = e.lapsed_from.filter(|t| t.is_paid()).map(tier_label);
+        let was = lapsed_tier(state, status).map(tier_label);
         let plan = was.map_or_else(|| "your plan".to_owned(), str::to_owned);
         let subscription =
             was.map_or_else(|| "Your subscription".to_owned(), |w| format!("Your {w} subscription"));
@@ -471,7 +495,7 @@ pub async fn settings(
         is_admin: auth.require_billing_admin().is_ok(),
         can_resume: sub.is_some_and(resumable) && state.billing_disabled_since.is_none(),
         past_due: sub.is_some() && e.grace_ends_at.is_some(),
-        restore: restore_link(&status),
+        restore: restore_link(&state, &status),
         account,
         seats: sub.and_then(|r| r.stripe_seat_count),
         renewal,

@@ -102,16 +102,18 @@ fn status_answer(status: &Status, tenant_id: &str, prices: &Prices) -> StatusAns
     }
 }
 
+/// The tenant's status answer as it stands now.
+async fn current_status(state: &AppState, auth: &TenantAuth) -> ApiResult<Json<StatusAnswer>> {
+    let status = state.status(auth.tenant_id()).await?;
+    Ok(Json(status_answer(&status, auth.tenant_id(), &state.config.stripe.prices)))
+}
+
 /// The tenant's plan, subscription and, on Free, its usage.
 #[utoipa::path(get, path = "/api/billing/status", tag = "tenant",
     security(("tenant_token" = []), ("tenant_cookie" = [])),
     responses((status = 200, description = "The tenant's billing status", body = StatusAnswer)))]
 pub async fn status(auth: TenantAuth, State(state): State<AppState>) -> ApiResult<Json<StatusAnswer>> {
-    Ok(Json(status_answer(
-        &state.status(auth.tenant_id()).await?,
-        auth.tenant_id(),
-        &state.config.stripe.prices,
-    )))
+    current_status(&state, &auth).await
 }
 
 /// One metered run, as the tenant's pages show it.
@@ -468,11 +470,7 @@ pub async fn resume(auth: TenantAuth, State(state): State<AppState>) -> ApiResul
     stripe_call_allowed(&state, &auth)?;
     state.require_enabled()?;
     quotes::resume(&state, auth.tenant()).await?;
-    Ok(Json(status_answer(
-        &state.status(auth.tenant_id()).await?,
-        auth.tenant_id(),
-        &state.config.stripe.prices,
-    )))
+    current_status(&state, &auth).await
 }
 
 /// A link to Stripe's page.

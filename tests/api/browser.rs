@@ -320,6 +320,18 @@ async fn free_team_signed_in(tenant: &str, name: &str, shots: &'static str) -> (
     (s, b)
 }
 
+/// The tier, interval and seats the upgrade page has chosen.
+async fn upgrade_choices(b: &Browser) -> Value {
+    b.c()
+        .execute(
+            "return [document.querySelector('input[name=tier]:checked').value, \
+             document.querySelector('input[name=interval]:checked').value, document.getElementById('seats').value]",
+            vec![],
+        )
+        .await
+        .unwrap()
+}
+
 /// Tier, interval and seats on the upgrade page, checked against the computed price.
 async fn choose(b: &Browser, tier: &str, annual: bool, seats: &str) {
     b.click(&format!("input[name=tier][value={tier}]")).await;
@@ -938,15 +950,7 @@ async fn leaving_checkout_keeps_the_choices_and_says_nothing_was_charged() {
     b.wait_for_checkout().await;
     b.c().find(fantoccini::Locator::LinkText("Cancel")).await.unwrap().click().await.unwrap();
     b.wait_for_path("/billing/upgrade").await;
-    let picked = b
-        .c()
-        .execute(
-            "return [document.querySelector('input[name=tier]:checked').value, \
-             document.querySelector('input[name=interval]:checked').value, document.getElementById('seats').value]",
-            vec![],
-        )
-        .await
-        .unwrap();
+    let picked = upgrade_choices(&b).await;
     assert_eq!(picked, json!(["business", "year", "4"]));
     let notice = b.text(".notice").await;
     assert!(notice.contains("You left checkout, so nothing was charged"), "{notice}");
@@ -1004,5 +1008,57 @@ async fn a_cancelling_subscription_says_when_it_ends_and_resumes_in_one_click() 
         .await
         .unwrap();
     assert_eq!(member.status(), 403, "only a billing admin changes billing");
+    b.close().await;
+}
+
+/// Issue: past due and lapsed were thin. A renewal whose payment fails: the badge says "Past due",
+/// the page says what is owed and by when, and "Update payment method" is there. Past the grace
+/// period (Stripe gives up): the page says the plan ended and why, and "Restore Team, 2 seats"
+/// opens the upgrade page set to exactly that. Both at desktop and phone widths.
+#[tokio::test]
+async fn past_due_and_lapsed_pages_say_what_is_owed_and_restore_the_plan_in_one_step() {
+    let s = spawn_site().await;
+    let (customer, clock) = s.tenant_with_customer("late", "pm_card_visa").await;
+    let sub = s.subscribe(&customer, &s.prices.team_monthly, "2").await;
+    let sub_id = sub["id"].as_str().unwrap().to_owned();
+    s.settle("late", "subscribed", |r| r.plan_tier == "team").await;
+    s.card_starts_failing(&customer, &sub_id).await;
+    let end = s.app.tenant("late").await.stripe_current_period_end.unwrap();
+    s.advance(&clock, end + 3600 + 60).await;
+    s.app.clock.set(end + 3600 + 60);
+    s.settle("late", "past due", |r| r.stripe_subscription_status.as_deref() == Some("past_due")).await;
+
+    let b = browser(&s.app.base, "states").await;
+    b.sign_in(&s.app.tenant_token("late")).await;
+    b.goto("/billing").await;
+    assert_eq!(b.text("[data-testid=past-due-badge]").await, "Past due");
+    assert_eq!(b.text("[data-testid=owed]").await, "$40.00");
+    assert_eq!(b.text("[data-testid=renewal-label]").await, "Pay by");
+    assert!(b.find("#update-card").await.is_displayed().await.unwrap());
+    b.assert_accessible_and_fits().await;
+    b.screenshot("past-due").await;
+    b.c().set_window_size(390, 844).await.unwrap();
+    b.assert_accessible_and_fits().await;
+    b.screenshot("past-due-phone").await;
+
+    // Stripe's retries run out and it cancels; our grace period has ended too.
+    s.advance(&clock, end + 3600 + 8 * crate::helpers::DAY).await;
+    s.app.clock.set(end + 3600 + 8 * crate::helpers::DAY);
+    s.settle("late", "cancelled", |r| r.stripe_subscription_status.as_deref() == Some("canceled")).await;
+    // A week later on the service's clock: a new sign-in (tokens last an hour).
+    b.sign_in(&s.app.tenant_token("late")).await;
+    b.goto("/billing").await;
+    assert_eq!(b.text("[data-testid=plan-badge]").await, "Free");
+    let notice = b.text(".notice").await;
+    assert!(notice.contains("was cancelled because its payments failed"), "{notice}");
+    assert_eq!(b.text("[data-testid=restore]").await, "Restore Team, 2 seats");
+    b.assert_accessible_and_fits().await;
+    b.screenshot("lapsed-phone").await;
+    b.c().set_window_size(1200, 1000).await.unwrap();
+    b.screenshot("lapsed").await;
+    b.click("[data-testid=restore]").await;
+    b.wait_for_path("/billing/upgrade").await;
+    let picked = upgrade_choices(&b).await;
+    assert_eq!(picked, json!(["team", "month", "2"]));
     b.close().await;
 }

@@ -609,6 +609,16 @@ impl WithStripe {
         }
     }
 
+    /// Makes the subscription's card one that attaches and then declines every charge (0341),
+    /// so its next renewal fails.
+    pub async fn card_starts_failing(&self, customer: &str, subscription: &str) {
+        let pm = self
+            .post("/v1/payment_methods/pm_card_chargeCustomerFail/attach", &[("customer", customer)])
+            .await;
+        let pm = pm["id"].as_str().unwrap().to_owned();
+        self.post(&format!("/v1/subscriptions/{subscription}"), &[("default_payment_method", &pm)]).await;
+    }
+
     pub async fn advance(&self, clock: &str, to: Timestamp) {
         self.post(
             &format!("/v1/test_helpers/test_clocks/{clock}/advance"),

@@ -409,7 +409,7 @@ async fn a_subscribers_page_shows_what_it_pays_and_copes_without_stripe() {
         format!(r#"data-testid="next-charge">$60.00 on {renews}</dd>"#),
         r#"data-testid="card">Visa •4242</dd>"#.to_owned(),
         r#"data-testid="billing-email">billing@acct.test</dd>"#.to_owned(),
-        "<td class=\"num\">$60.00</td><td>paid</td>".to_owned(),
+        "<td class=\"num\">$60.00</td><td>Paid</td>".to_owned(),
     ] {
         assert!(html.contains(&shown), "{shown} missing from {html}");
     }
@@ -433,15 +433,7 @@ async fn a_subscribers_page_shows_what_it_pays_and_copes_without_stripe() {
     );
 
     // A renewal that fails: the amount owed.
-    let pm = crate::helpers::sim_call(
-        s.simulator.as_ref().unwrap(),
-        reqwest::Method::POST,
-        "/v1/payment_methods/pm_card_chargeCustomerFail/attach",
-        &[("customer", &customer)],
-    )
-    .await;
-    s.post(&format!("/v1/subscriptions/{sub_id}"), &[("default_payment_method", pm["id"].as_str().unwrap())])
-        .await;
+    s.card_starts_failing(&customer, &sub_id).await;
     s.post(
         &format!("/v1/subscriptions/{sub_id}"),
         &[("items[0][id]", &item), ("items[0][quantity]", "4"), ("proration_behavior", "none")],
