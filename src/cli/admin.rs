@@ -343,7 +343,11 @@ async fn import(file: &Path) -> anyhow::Result<()> {
     for (number, reason) in &summary.rejected {
         println!("  line {number}: {reason}");
     }
-    if summary.rejected.is_empty() { Ok(()) } else { bail!("{} lines rejected", summary.rejected.len()) }
+    match summary.rejected.len() {
+        0 => Ok(()),
+        1 => bail!("1 line rejected"),
+        n => bail!("{n} lines rejected"),
+    }
 }
 
 type NumberedLines = Vec<(u64, Result<ImportLine, String>)>;
