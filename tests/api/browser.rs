@@ -367,6 +367,13 @@ async fn a_free_team_upgrades_to_team_annual_with_3_seats_and_sees_it_everywhere
         "Due today: $60.00 (3 seats × $20.00 per seat per month), then monthly."
     );
     assert_eq!(b.text("[data-testid=price-team]").await, "$20.00 per seat / month");
+    let radio = b
+        .c()
+        .execute("const r = document.querySelector('input[name=tier][value=team]').getBoundingClientRect(); return [r.width, r.height];", vec![])
+        .await
+        .unwrap();
+    let (w, h) = (radio[0].as_f64().unwrap(), radio[1].as_f64().unwrap());
+    assert!(w < 2.0 * h, "the radio keeps its shape, so its focus ring is round: {w}×{h}");
     choose(&b, "team", true, "3").await;
     assert_eq!(
         b.text("#total").await,
@@ -404,6 +411,10 @@ async fn a_free_team_upgrades_to_team_annual_with_3_seats_and_sees_it_everywhere
     assert!(b.text("#receipt").await.starts_with("Stripe emails the receipt to "));
     b.assert_accessible_and_fits().await;
     b.screenshot("success").await;
+    b.c().set_window_size(390, 844).await.unwrap();
+    b.assert_accessible_and_fits().await;
+    b.screenshot("success-phone").await;
+    b.c().set_window_size(1200, 1000).await.unwrap();
 
     b.goto("/billing").await;
     assert_eq!(b.text("[data-testid=plan-badge]").await, "Team");
@@ -889,6 +900,10 @@ async fn a_seat_decrease_says_nothing_is_due_and_names_its_credit() {
     assert_eq!(b.text("[data-testid=preview-next]").await, "$40.00 per month (2 × $20.00)");
     b.assert_accessible_and_fits().await;
     b.screenshot("preview-decrease").await;
+    b.c().set_window_size(390, 844).await.unwrap();
+    b.assert_accessible_and_fits().await;
+    b.screenshot("preview-decrease-phone").await;
+    b.c().set_window_size(1200, 1000).await.unwrap();
     b.click("#discard").await;
     assert!(b.hidden("#preview").await);
     let focused = b.c().execute("return document.activeElement.id", vec![]).await.unwrap();
@@ -932,6 +947,8 @@ async fn prices_show_before_a_preview_and_free_teams_get_no_empty_portal() {
     assert_eq!(b.text("h1").await, "Page not found");
     assert!(b.text("main").await.contains("Go to Plan & usage"));
     b.assert_accessible_and_fits().await;
+    b.c().set_window_size(390, 844).await.unwrap();
+    b.assert_accessible_and_fits().await;
     let api = s.app.client.get(s.app.url("/api/nothing-here")).send().await.unwrap();
     assert_eq!(api.status(), 404);
     let body: Value = api.json().await.unwrap();
@@ -956,6 +973,8 @@ async fn leaving_checkout_keeps_the_choices_and_says_nothing_was_charged() {
     assert!(notice.contains("You left checkout, so nothing was charged"), "{notice}");
     b.assert_accessible_and_fits().await;
     b.screenshot("back-from-checkout").await;
+    b.c().set_window_size(390, 844).await.unwrap();
+    b.assert_accessible_and_fits().await;
     b.close().await;
 }
 
@@ -980,6 +999,9 @@ async fn a_cancelling_subscription_says_when_it_ends_and_resumes_in_one_click() 
     assert!(b.c().find(fantoccini::Locator::LinkText("Change seats or plan")).await.is_err());
     b.assert_accessible_and_fits().await;
     b.screenshot("cancelling").await;
+    b.c().set_window_size(390, 844).await.unwrap();
+    b.assert_accessible_and_fits().await;
+    b.screenshot("cancelling-phone").await;
     b.click("#resume").await;
     let renewed = eventually(Duration::from_secs(10), async || {
         b.ready().await && b.text("[data-testid=renewal-label]").await == "Renews on"

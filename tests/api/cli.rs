@@ -370,6 +370,10 @@ async fn demo_serves_a_working_site_with_nothing_configured() {
         let cookie = moved.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
         last = page("/billing", cookie).await;
         assert!(last.contains(expect), "{action}: {last}");
+        if action == "fail_renewal" {
+            let demo = client.get(format!("{base}/demo")).send().await.unwrap().text().await.unwrap();
+            assert!(demo.contains("Team, 3 seats, past due"), "the status in words: {demo}");
+        }
     }
     assert!(last.contains("kept failing") || last.contains("because its payments failed"), "{last}");
 }
