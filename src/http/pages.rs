@@ -273,8 +273,19 @@ fn resumable(row: &crate::store::TenantRow) -> bool {
             .is_some_and(|s| matches!(s, "active" | "trialing" | "past_due"))
 }
 
-/// What the settings and upgrade pages both say about the tenant's state.
-fn notices(state: &AppState, status: &Status) -> Vec<Notice> {
+/// When a cancelled subscription ended, for the notice: from the audit log's record of the sync
+/// that saw it cancelled (a failed payment's cancellation has no date of its own in our rows).
+async fn cancelled_at(state: &AppState, status: &Status) -> Option<Timestamp> {
+    let row = status.row.as_ref()?;
+    if status.effective.reason != Some(LapseReason::Canceled) {
+        return None;
+    }
+    state.store.status_entered_at(&row.id, "canceled").await.ok().flatten()
+}
+
+/// What the settings and upgrade pages both say about the tenant's state; `cancelled_at` from
+/// [`cancelled_at`].
+fn notices(state: &AppState, status: &Status, cancelled_at: Option<Timestamp>) -> Vec<Notice> {
     let mut out = Vec::new();
     if state.billing_disabled_since.is_some() {
         out.push(Notice::info(
@@ -310,14 +321,31 @@ fn notices(state: &AppState, status: &Status) -> Vec<Notice> {
         let subscription =
             was.map_or_else(|| "Your subscription".to_owned(), |w| format!("Your {w} subscription"));
         out.push(Notice::warning(match reason {
-            LapseReason::PastDueGraceEnded => format!(
-                "Payments for {plan} kept failing, so your team is on Free for now. Use Update payment \
-                 method to get {plan} back."
-            ),
+            LapseReason::PastDueGraceEnded => {
+                let since = status
+                    .row
+                    .as_ref()
+                    .and_then(|r| r.grace_started_at)
+                    .map(|g| format!(" since {}", date(g + state.config.grace_period_days * DAY)))
+                    .unwrap_or_default();
+                format!(
+                    "Payments for {plan} kept failing, so your team is on Free{since}. Use Update payment \
+                     method to get {plan} back."
+                )
+            }
             LapseReason::Canceled => {
                 let row = status.row.as_ref();
                 if row.and_then(|r| r.cancellation_reason.as_deref()) == Some("payment_failed") {
-                    format!("{subscription} was cancelled because its payments failed; your team is on Free.")
+                    match cancelled_at {
+                        Some(at) => format!(
+                            "{subscription} was cancelled on {} because its payments failed; your team is on \
+                             Free.",
+                            date(at)
+                        ),
+                        None => format!(
+                            "{subscription} was cancelled because its payments failed; your team is on Free."
+                        ),
+                    }
                 } else {
                     match row.and_then(|r| r.stripe_current_period_end) {
                         Some(end) => format!("{subscription} ended on {}; your team is on Free.", date(end)),
@@ -478,7 +506,7 @@ pub async fn settings(
         page: "settings",
         demo: state.config.demo,
         tenant_name: tenant_name(&status, &auth),
-        notices: notices(&state, &status),
+        notices: notices(&state, &status, cancelled_at(&state, &status).await),
         tier_key: e.tier.as_str(),
         tier_label: tier_label(e.tier),
         interval_label: sub.and_then(|r| match r.stripe_interval.as_deref() {
@@ -602,7 +630,7 @@ pub async fn upgrade(
         Err(page) => return page,
     };
     let e = &status.effective;
-    let mut notices = notices(&state, &status);
+    let mut notices = notices(&state, &status, cancelled_at(&state, &status).await);
     let is_admin = auth.require_billing_admin().is_ok();
     let frozen = state.billing_disabled_since.is_some();
     let row = status.row.as_ref();

@@ -298,6 +298,32 @@ impl Store {
         })?)
     }
 
+    /// When the tenant's subscription last entered `status`, as the audit log recorded the sync
+    /// that wrote it: our time of learning it, seconds after Stripe's on a healthy worker.
+    pub async fn status_entered_at(&self, tenant_id: &str, status: &str) -> StoreResult<Option<Timestamp>> {
+        let rows: Vec<(Option<String>, Option<String>, i64)> = with_db!(self, |pool| {
+            sqlx::query_as(
+                "SELECT before_state, after_state, created_at FROM billing_audit_log \
+                 WHERE tenant_id = $1 AND action = 'stripe_sync' ORDER BY created_at DESC, id DESC LIMIT 50",
+            )
+            .bind(tenant_id)
+            .fetch_all(pool)
+            .await
+        })?;
+        let status_of = |state: &Option<String>| {
+            state
+                .as_deref()
+                .and_then(|s| serde_json::from_str::<Value>(s).ok())
+                .and_then(|v| v["stripe_subscription_status"].as_str().map(str::to_owned))
+        };
+        Ok(rows
+            .iter()
+            .find(|(before, after, _)| {
+                status_of(after).as_deref() == Some(status) && status_of(before).as_deref() != Some(status)
+            })
+            .map(|(_, _, at)| *at))
+    }
+
     /// Sets or removes the manual plan and writes the audit entry in the same transaction, so a
     /// change is never without its record.
     pub async fn set_manual_plan(

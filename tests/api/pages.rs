@@ -389,6 +389,16 @@ async fn a_lapsed_team_is_told_when_its_plan_ended_and_can_restore_it_in_one_ste
     app.exec("UPDATE tenants SET cancellation_reason = 'payment_failed' WHERE id = $1", "gone").await;
     let html = page(&app, "/billing", "gone", false).await;
     assert!(html.contains("was cancelled because its payments failed"), "{html}");
+
+    // Still past due, a week after the first failure: on Free since the grace period ended.
+    app.exec(
+        "UPDATE tenants SET stripe_subscription_status = 'past_due', cancellation_reason = NULL, \
+         grace_started_at = 1766361600 WHERE id = $1",
+        "gone",
+    )
+    .await;
+    let html = page(&app, "/billing", "gone", false).await;
+    assert!(html.contains("kept failing, so your team is on Free since 29 December 2025."), "{html}");
 }
 
 /// A subscriber's page says what it pays: price, next charge (less any credit), the card, the
