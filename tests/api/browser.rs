@@ -836,8 +836,17 @@ async fn in_the_demo_two_clicks_reach_the_free_limit_and_the_upgrade_prompt() {
 #[tokio::test]
 async fn an_edit_after_a_preview_discards_it_and_confirm_applies_only_what_is_shown() {
     let (s, b, customer) = team_subscriber_on_the_upgrade_page("stale", "3", "stale-preview").await;
-    b.c().set_window_size(390, 844).await.unwrap();
+    // At a desktop's width first: a preview, then an edit that discards it.
     let seats = b.find("#new-seats").await;
+    seats.clear().await.unwrap();
+    seats.send_keys("4").await.unwrap();
+    b.click("#preview-seats").await;
+    b.wait_visible("#preview", Duration::from_secs(10)).await;
+    seats.send_keys("\u{0008}5").await.unwrap();
+    assert!(b.hidden("#preview").await, "an edit hides the old preview");
+    b.assert_accessible_and_fits().await;
+    // Then on a phone, the whole path to a confirmed change.
+    b.c().set_window_size(390, 844).await.unwrap();
     seats.clear().await.unwrap();
     seats.send_keys("6").await.unwrap();
     b.click("#preview-seats").await;
@@ -943,6 +952,8 @@ async fn prices_show_before_a_preview_and_free_teams_get_no_empty_portal() {
     let icon = s.app.client.get(icon.as_str().unwrap()).send().await.unwrap();
     assert_eq!(icon.headers()["content-type"], "image/svg+xml");
 
+    b.goto("/billing/success?session_id=bogus123&plan=team").await;
+    assert_eq!(b.text("h1").await, "We couldn't find that checkout");
     b.goto("/billing/upgrad").await;
     assert_eq!(b.text("h1").await, "Page not found");
     assert!(b.text("main").await.contains("Go to Plan & usage"));
