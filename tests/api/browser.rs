@@ -1015,7 +1015,14 @@ async fn a_cancelling_subscription_says_when_it_ends_and_resumes_in_one_click() 
     b.screenshot("cancelling-phone").await;
     b.click("#resume").await;
     let renewed = eventually(Duration::from_secs(10), async || {
-        b.ready().await && b.text("[data-testid=renewal-label]").await == "Renews on"
+        // Read in one script: the page reloads under us, and an element found before the reload
+        // is stale after it.
+        let label = b
+            .c()
+            .execute("const e = document.querySelector('[data-testid=renewal-label]'); return e ? e.textContent : null;", vec![])
+            .await
+            .ok();
+        b.ready().await && label == Some(json!("Renews on"))
     })
     .await;
     assert!(renewed, "the page says it renews again: {}", b.text("main").await);
