@@ -25,6 +25,9 @@ const LEASE_SECS: i64 = 15;
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// At most this many of one customer's events are applied after one read of Stripe.
 const MAX_GROUP: i64 = 100;
+/// How many events one lease may apply with one read, follow-ups included, before the worker
+/// lets go (a customer flooded with events still shares the workers).
+const MAX_FOLLOW_UP: usize = 500;
 
 pub const STATUSES: [&str; 6] = ["received", "processing", "processed", "failed", "parked", "ignored"];
 
@@ -107,7 +110,9 @@ impl Billing {
             return Ok(None);
         }
         let mut group = vec![event];
-        group.extend(self.store.claim_customer_events(&customer, now, now + LEASE_SECS, MAX_GROUP).await?);
+        group.extend(
+            self.store.claim_customer_events(&customer, now, now + LEASE_SECS, MAX_GROUP, None).await?,
+        );
         // The heartbeat renews the leases while the work (Stripe calls included) runs.
         let heartbeat = async {
             loop {
@@ -118,29 +123,49 @@ impl Billing {
                 }
             }
         };
-        let claimed = group.len();
+        let mut done: Vec<(StoredEvent, anyhow::Result<Outcome>)> = Vec::with_capacity(group.len());
         let work = async {
             let mut reads = Reads::default();
-            let mut results = Vec::with_capacity(group.len());
-            for event in &group {
-                let payload: Value = serde_json::from_str(&event.payload).unwrap_or(Value::Null);
-                let result = self
-                    .handle_event(&tenant, event, &payload, &mut reads)
-                    .instrument(event_span(event))
-                    .await;
-                if let Ok(Outcome::Applied) = result {
-                    event_span(event).in_scope(|| tracing::info!(tenant = %tenant.id, "event processed"));
+            let mut next = group;
+            loop {
+                for event in next {
+                    let payload: Value = serde_json::from_str(&event.payload).unwrap_or(Value::Null);
+                    let result = self
+                        .handle_event(&tenant, &event, &payload, &mut reads)
+                        .instrument(event_span(&event))
+                        .await;
+                    if let Ok(Outcome::Applied) = result {
+                        event_span(&event)
+                            .in_scope(|| tracing::info!(tenant = %tenant.id, "event processed"));
+                    }
+                    done.push((event, result));
                 }
-                results.push(result);
+                // The customer's events that arrived while this group waited for Stripe's call
+                // budget were received before the read was sent, so that read serves them too: in
+                // a burst the wait is seconds, and without this each wave of a customer's events
+                // cost another read.
+                let Some(before) = reads.covers_before() else { break };
+                if done.len() >= MAX_FOLLOW_UP {
+                    break;
+                }
+                let now = self.clock.now();
+                next = match self
+                    .store
+                    .claim_customer_events(&customer, now, now + LEASE_SECS, MAX_GROUP, Some(before))
+                    .await
+                {
+                    Ok(more) if !more.is_empty() => more,
+                    _ => break,
+                };
             }
-            results
         };
-        let results = tokio::select! {
-            results = work => results,
-            () = heartbeat => (0..claimed).map(|_| Err(anyhow::anyhow!("the lease heartbeat stopped"))).collect(),
-        };
+        // The heartbeat never ends; the work does.
+        tokio::select! {
+            () = work => {}
+            () = heartbeat => {}
+        }
         self.store.lease_customer(&customer, now, None).await?;
-        Ok(Some(group.into_iter().zip(results).collect()))
+        Ok(Some(done))
     }
 
     /// Processes events until none is due; how many were processed.

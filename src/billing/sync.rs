@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::Billing;
 use crate::domain::access::{BillingState, Tier, effective_tier};
+use crate::domain::clock::Timestamp;
 use crate::domain::subscription::SubscriptionStatus;
 use crate::store::{BillingColumns, StoredEvent, SyncWrite, TenantRow};
 use crate::stripe::{StripeCallError, SubscriptionView};
@@ -57,9 +58,20 @@ async fn subscriptions(billing: &Billing, customer: &str) -> Result<Vec<Subscrip
 #[derive(Default)]
 pub struct Reads {
     subscriptions: Option<(Option<SubscriptionView>, bool)>,
+    /// On the service's clock, a second before which every event was received before the
+    /// subscriptions read was sent: that read serves them too.
+    read_covers_before: Option<Timestamp>,
     /// When the latest invoice was first attempted (a lost failed-payment event's grace start).
     invoice: Option<Option<i64>>,
     entitlements_synced: bool,
+}
+
+impl Reads {
+    /// Events received before this second are served by the read these hold (see
+    /// [`Billing::handle_event`]); `None` until a subscriptions read was made.
+    pub fn covers_before(&self) -> Option<Timestamp> {
+        self.read_covers_before
+    }
 }
 
 impl Billing {
@@ -89,8 +101,10 @@ impl Billing {
         let (chosen, two_live) = match &reads.subscriptions {
             Some(read) => read.clone(),
             None => {
-                let read = choose(subscriptions(self, &customer).await?);
+                let (read, sent) = crate::stripe::sent_at(subscriptions(self, &customer)).await;
+                let read = choose(read?);
                 reads.subscriptions = Some(read.clone());
+                reads.read_covers_before = sent.map(|at| self.clock.second_of(at.elapsed()));
                 read
             }
         };

@@ -34,6 +34,22 @@ impl Clock {
         }
     }
 
+    /// The second in which a moment `ago` back fell, on this clock: what "before then" means for
+    /// stored times. Sub-second exact on the system clocks; a manual clock, which stands still,
+    /// answers the second before its time.
+    pub fn second_of(&self, ago: std::time::Duration) -> Timestamp {
+        let precise = |offset: i64| {
+            let now = Utc::now();
+            let at = now.timestamp_micros() as f64 / 1e6 - ago.as_secs_f64();
+            at.floor() as Timestamp + offset
+        };
+        match self {
+            Clock::System => precise(0),
+            Clock::Manual(t) => t.load(Ordering::SeqCst) - 1,
+            Clock::Shifted(offset) => precise(offset.load(Ordering::SeqCst)),
+        }
+    }
+
     pub fn shifted() -> Clock {
         Clock::Shifted(Arc::new(AtomicI64::new(0)))
     }
@@ -67,4 +83,24 @@ pub fn rfc3339_opt(t: Option<Timestamp>) -> Option<String> {
 
 pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
     DateTime::parse_from_rfc3339(s).ok().map(|d| d.timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_second_of_a_past_moment_never_runs_ahead_of_it() {
+        // A manual clock stands still: nothing is "before" a moment it cannot place.
+        assert_eq!(Clock::manual(1_000).second_of(Duration::from_millis(300)), 999);
+        let before = Utc::now().timestamp();
+        let second = Clock::System.second_of(Duration::from_secs(10));
+        let after = Utc::now().timestamp();
+        assert!((before - 11..=after - 10).contains(&second), "{before} {second} {after}");
+        let shifted = Clock::shifted();
+        shifted.advance(DAY);
+        let second = shifted.second_of(Duration::ZERO);
+        assert!((before + DAY..=Utc::now().timestamp() + DAY).contains(&second));
+    }
 }

@@ -7,7 +7,7 @@
 //! webhook's shape follows the endpoint's version, not ours). Here objects stay `serde_json::Value`
 //! and we read only the fields we use, so unknown fields are ignored and both shapes parse.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -113,6 +113,12 @@ impl StripeClient {
         let mut attempt = 0;
         loop {
             self.spend_budget().await?;
+            // The first request a `sent_at` scope sends: Stripe's answer is at least that fresh.
+            let _ = SENT.try_with(|sent| {
+                if sent.get().is_none() {
+                    sent.set(Some(Instant::now()));
+                }
+            });
             let mut request = self
                 .http
                 .request(method.clone(), &url)
@@ -243,6 +249,17 @@ impl StripeClient {
 
 tokio::task_local! {
     static PATIENT: bool;
+    static SENT: std::cell::Cell<Option<Instant>>;
+}
+
+/// Runs `work` and says when its first Stripe request was sent (after any wait for the call
+/// budget), or `None` if it sent none: what was read reflects Stripe at that moment or later.
+pub async fn sent_at<T>(work: impl std::future::Future<Output = T>) -> (T, Option<Instant>) {
+    SENT.scope(std::cell::Cell::new(None), async {
+        let out = work.await;
+        (out, SENT.with(|sent| sent.get()))
+    })
+    .await
 }
 
 /// Seconds a patient caller waits for the budget before giving up (it refills every second, so

@@ -445,6 +445,15 @@ pub async fn spawn_with_stripe_and(
 /// The app against the simulator through a [`crate::stripe_proxy::StripeProxy`], which can slow,
 /// hold and record the service's calls (the harness's own calls go to the simulator directly).
 pub async fn spawn_with_stripe_proxy() -> (WithStripe, crate::stripe_proxy::StripeProxy) {
+    spawn_with_stripe_proxy_on(Clock::manual(START), |_| {}).await
+}
+
+/// The same on `clock` (the system clock, for what depends on real seconds passing), with the
+/// environment changed by `tweak`.
+pub async fn spawn_with_stripe_proxy_on(
+    clock: Clock,
+    tweak: impl FnOnce(&mut HashMap<String, String>),
+) -> (WithStripe, crate::stripe_proxy::StripeProxy) {
     let sim =
         stripe_sim::Simulator::start("127.0.0.1:0".parse().unwrap(), stripe_sim::SimSettings::default())
             .await
@@ -453,7 +462,8 @@ pub async fn spawn_with_stripe_proxy() -> (WithStripe, crate::stripe_proxy::Stri
     let proxy = crate::stripe_proxy::StripeProxy::start(&sim.base_url).await;
     let mut env = stripe_env(&sim, &prices);
     env.insert("STRIPE_API_BASE".into(), proxy.base.clone());
-    let app = spawn_app_with(move |e| e.extend(env)).await;
+    tweak(&mut env);
+    let app = spawn_app_on(fresh_db().await, clock, move |e| e.extend(env)).await;
     (WithStripe::on_simulator(app, sim, prices), proxy)
 }
 

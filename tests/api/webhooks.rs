@@ -4,6 +4,8 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use hydra_billing::domain::clock::Clock;
+
 use crate::helpers::{DAY, START, WEBHOOK_SECRET, WithStripe, spawn_with_stripe};
 
 /// A complete lifecycle on the simulator for tenant `t1`: checkout (entitlements too), a seat
@@ -802,4 +804,53 @@ async fn a_customers_queued_events_share_one_read_of_stripe() {
     let read_for =
         |c: &str| reads.iter().filter(|q| q.iter().any(|(k, v)| k == "customer" && v == c)).count();
     assert_eq!((read_for(&first), read_for(&second)), (1, 1), "one read per customer: {reads:?}");
+}
+
+/// Events of a customer that arrive while its sync waits for Stripe's call budget are applied
+/// with that sync's one read: it is sent after they were received. (Without this, each wave of a
+/// renewal burst cost a customer another read.) The budget is 1 call a second and this second's
+/// is spent, so the worker's read waits for the next second while two more events arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_arriving_while_a_sync_waits_for_the_budget_share_its_read() {
+    let (s, proxy) = crate::helpers::spawn_with_stripe_proxy_on(Clock::System, |e| {
+        e.insert("STRIPE_CALLS_PER_SECOND".into(), "1".into());
+    })
+    .await;
+    let (customer, _) = s.tenant_with_customer("wave", "pm_card_visa").await;
+    s.subscribe(&customer, &s.prices.team_monthly, "1").await;
+    // Early in a second, so what follows happens within it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while chrono::Utc::now().timestamp_subsec_millis() > 100 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::task::yield_now().await;
+    }
+    let _ = s.app.state.stripe.get(&format!("/v1/customers/{customer}"), &[]).await;
+    let event = |n: usize| {
+        json!({"id": format!("evt_wave_{n}"), "type": "invoice.paid", "created": 1_000 + n as i64,
+               "livemode": false, "data": {"object": {"object": "invoice", "customer": customer}}})
+    };
+    assert_eq!(s.app.deliver(&event(0)).await, StatusCode::OK);
+    let billing = s.app.state.billing.clone();
+    let worker =
+        tokio::spawn(async move { hydra_billing::stripe::patiently(billing.process_next_event()).await });
+    // The worker has taken the customer's lease (and with it the events then waiting).
+    let leased = crate::helpers::eventually(std::time::Duration::from_secs(2), async || {
+        let lease: Option<(Option<i64>,)> = hydra_billing::with_db!(&s.app.db, |pool| {
+            sqlx::query_as("SELECT sync_lease_until FROM tenants WHERE id = $1")
+                .bind("wave")
+                .fetch_optional(pool)
+                .await
+        })
+        .unwrap();
+        lease.is_some_and(|(until,)| until.is_some())
+    })
+    .await;
+    assert!(leased, "the worker took the customer");
+    for n in 1..3 {
+        assert_eq!(s.app.deliver(&event(n)).await, StatusCode::OK);
+    }
+    let processed = worker.await.unwrap().unwrap();
+    assert_eq!(processed, Some(3), "the two that arrived during the wait went with the first");
+    assert_eq!(s.app.db.list_events(Some("processed"), 10).await.unwrap().len(), 3);
+    assert_eq!(proxy.received(reqwest::Method::GET, "/v1/subscriptions").len(), 1, "one read");
 }
