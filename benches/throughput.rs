@@ -399,21 +399,30 @@ async fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    // BENCH_ONLY=storm: the renewal storm alone, on SQLite (a quick figure while working on it).
+    // BENCH_ONLY=storm: the renewal storm alone, on SQLite and (with HYDRA_BENCH_POSTGRES_URL)
+    // PostgreSQL: a quick figure while working on it.
     if std::env::var("BENCH_ONLY").as_deref() == Ok("storm") {
         let dir = tempfile::tempdir().unwrap();
         let db =
             Store::connect(&format!("sqlite://{}", dir.path().join("storm.db").display())).await.unwrap();
         db.migrate_up().await.unwrap();
-        let st = storm(&db).await;
-        println!(
-            "renewal storm (300 ms, 100/s), sqlite: drained in {:.1}s; {} events, {} customers; {:.2} Stripe reads per customer; {} answered 429",
-            st.drained.as_secs_f64(),
-            st.events,
-            st.customers,
-            st.reads_per_customer,
-            st.rate_limited
-        );
+        let mut storms = vec![("sqlite", storm(&db).await)];
+        let on_pg = support::on_postgres(|db| async move {
+            db.migrate_up().await.unwrap();
+            storm(&db).await
+        })
+        .await;
+        storms.extend(on_pg.map(|st| ("postgres", st)));
+        for (name, st) in storms {
+            println!(
+                "renewal storm (300 ms, 100/s), {name}: drained in {:.1}s; {} events, {} customers; {:.2} Stripe reads per customer; {} answered 429",
+                st.drained.as_secs_f64(),
+                st.events,
+                st.customers,
+                st.reads_per_customer,
+                st.rate_limited
+            );
+        }
         return;
     }
     let bare = bare_axum().await;
