@@ -54,6 +54,16 @@ pub fn card_label(payment_method: &Value) -> Option<String> {
     Some(format!("{brand} •{last4}"))
 }
 
+/// The card Stripe charges a subscription: its own default (Checkout sets one), else its
+/// customer's (`invoice_settings.default_payment_method`, expanded); either object may be `Null`.
+pub fn paying_card(subscription: &Value, customer: &Value) -> Option<String> {
+    card_label(&subscription["default_payment_method"])
+        .or_else(|| card_label(&customer["invoice_settings"]["default_payment_method"]))
+}
+
+/// The customer, with its default payment method expanded (what [`paying_card`] reads).
+pub const CUSTOMER_EXPAND: &str = "invoice_settings.default_payment_method";
+
 impl Billing {
     /// The tenant's card, balance, amount owed and last invoices, or `None` when Stripe does not
     /// answer within [`DETAILS_DEADLINE`] (or the tenant has no customer).
@@ -90,11 +100,7 @@ impl Billing {
                 return None;
             }
         };
-        // The subscription's own card wins (Checkout sets it); else the customer's default.
-        let card = subscription
-            .as_ref()
-            .and_then(|s| card_label(&s["default_payment_method"]))
-            .or_else(|| card_label(&customer["invoice_settings"]["default_payment_method"]));
+        let card = paying_card(subscription.as_ref().unwrap_or(&Value::Null), &customer);
         let raw: Vec<&Value> = invoices["data"].as_array().into_iter().flatten().collect();
         // Newest first: the first open one is the renewal still waiting for its payment.
         let owed = raw.iter().find(|i| i["status"] == "open").and_then(|i| i["amount_remaining"].as_i64());

@@ -76,7 +76,7 @@ impl Billing {
         self.store.ensure_tenant(tenant.as_str(), self.clock.now()).await?;
         let token = crate::store::new_id("lease");
         let row = self.take_checkout_lease(tenant, &token).await?;
-        let opened = self.open_session(&row, price_id, plan.tier.as_str(), quantity).await;
+        let opened = self.open_session(&row, price_id, plan, quantity).await;
         // The lease is given back on every path; the session is recorded only when one opened.
         let session = opened.as_ref().ok().map(|s| s.session_id.as_str());
         let still_held = self.store.end_checkout(tenant.as_str(), &token, session).await;
@@ -116,10 +116,11 @@ impl Billing {
         &self,
         row: &TenantRow,
         price_id: &str,
-        plan: &str,
+        plan: &crate::domain::catalogue::Plan,
         quantity: i64,
     ) -> BillingResult<CheckoutStarted> {
         let tenant_id = row.id.as_str();
+        let (tier, interval) = (plan.tier.as_str(), plan.interval.as_str());
         if row.manual_plan_tier.is_some() {
             return Err(BillingError::conflict(
                 "this tenant's plan is managed by hand; contact us to change it",
@@ -174,11 +175,10 @@ impl Billing {
         let quantity_text = quantity.to_string();
         let (min_text, max_text) = (MIN_SEATS.to_string(), MAX_SEATS.to_string());
         // `plan` is only for the success page's first words; it confirms the tier from our status.
-        let success_url = format!("{public}/billing/success?session_id={{CHECKOUT_SESSION_ID}}&plan={plan}");
+        let success_url = format!("{public}/billing/success?session_id={{CHECKOUT_SESSION_ID}}&plan={tier}");
         // Leaving Checkout comes back to the same choices, with a word that nothing was charged.
-        let interval = self.config.stripe.prices.plan_of(price_id).map_or("month", |p| p.interval.as_str());
         let cancel_url = format!(
-            "{public}/billing/upgrade?tier={plan}&interval={interval}&seats={quantity}&checkout=cancelled"
+            "{public}/billing/upgrade?tier={tier}&interval={interval}&seats={quantity}&checkout=cancelled"
         );
         let form = params(&[
             ("mode", "subscription"),

@@ -155,7 +155,12 @@ impl Billing {
                     .await
                 {
                     Ok(more) if !more.is_empty() => more,
-                    _ => break,
+                    Ok(_) => break,
+                    // They stay due; the next claim takes them (with a read of its own).
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not claim the customer's later events");
+                        break;
+                    }
                 };
             }
         };

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use super::account::card_label;
+use super::account::{CUSTOMER_EXPAND, card_label, paying_card};
 use super::{Billing, BillingError, BillingResult};
 use crate::domain::access::Tier;
 use crate::domain::catalogue::{MAX_SEATS, MIN_SEATS};
@@ -209,21 +209,18 @@ pub async fn preview(state: &Billing, tenant: &TenantId, change: Change) -> Bill
             interval: plan.interval.as_str(),
         }
     });
-    let card = match card_label(&raw["default_payment_method"]) {
-        Some(card) => Some(card),
-        // A subscription made through the API pays with the customer's default card. Only a
-        // label on the page: if Stripe cannot say, the preview goes without it.
-        None => {
-            let expand = [("expand[]".to_owned(), "invoice_settings.default_payment_method".to_owned())];
-            match state.stripe.get(&format!("/v1/customers/{}", view.customer), &expand).await {
-                Ok(customer) => card_label(&customer["invoice_settings"]["default_payment_method"]),
-                Err(e) => {
-                    tracing::warn!(error = %e, "the preview names no card: the customer could not be read");
-                    None
-                }
-            }
-        }
+    // A subscription made through the API pays with its customer's default card: read only then.
+    // Only a label on the page: if Stripe cannot say, the preview goes without it.
+    let customer = if card_label(&raw["default_payment_method"]).is_some() {
+        Value::Null
+    } else {
+        let expand = [("expand[]".to_owned(), CUSTOMER_EXPAND.to_owned())];
+        state.stripe.get(&format!("/v1/customers/{}", view.customer), &expand).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the preview names no card: the customer could not be read");
+            Value::Null
+        })
     };
+    let card = paying_card(&raw, &customer);
     Ok(Quote {
         quote_id: id,
         proration_date,

@@ -100,9 +100,9 @@ fn bearer(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn session_cookie(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
+/// The session cookie's value among the request's cookies (pages also ask whether one was sent).
+pub(crate) fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -183,7 +183,7 @@ impl FromRequestParts<AppState> for TenantAuth {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let (token, via_cookie) = match bearer(parts) {
             Some(token) => (token, false),
-            None => (session_cookie(parts).ok_or(ApiError::Unauthorized)?, true),
+            None => (session_cookie(&parts.headers).ok_or(ApiError::Unauthorized)?, true),
         };
         let claims =
             verify(&state.config.auth_secret, token, state.clock.now()).ok_or(ApiError::Unauthorized)?;
@@ -326,8 +326,8 @@ mod tests {
     #[test]
     fn the_session_cookie_is_found_among_others() {
         let p = parts(&[("cookie", "a=1; hydra_session=tok.en.x; b=2")]);
-        assert_eq!(session_cookie(&p), Some("tok.en.x"));
-        assert_eq!(session_cookie(&parts(&[("cookie", "hydra_session_old=x")])), None);
+        assert_eq!(session_cookie(&p.headers), Some("tok.en.x"));
+        assert_eq!(session_cookie(&parts(&[("cookie", "hydra_session_old=x")]).headers), None);
     }
 
     #[test]

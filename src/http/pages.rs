@@ -106,12 +106,7 @@ pub(crate) fn page_not_found(state: &AppState) -> Response {
 /// someone whose browser sent a session is told it ended; a first visit is just asked to sign in.
 fn signed_out(state: &AppState, headers: &HeaderMap) -> Response {
     let link = state.config.demo.then_some(("/demo", "Pick a demo team"));
-    let had_session = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(';').any(|c| c.trim_start().starts_with(super::auth::SESSION_COOKIE)));
-    let text = if had_session {
+    let text = if super::auth::session_cookie(headers).is_some() {
         "Your session has ended. Open Billing from Hydra's settings to sign in again."
     } else {
         "Billing opens from Hydra: go to your team's settings in Hydra and choose Billing to sign in."

@@ -158,12 +158,28 @@ impl Store {
 
     /// Stored events, newest first, optionally of one status.
     pub async fn list_events(&self, status: Option<&str>, limit: i64) -> StoreResult<Vec<EventRow>> {
+        self.events_where(status, None, limit).await
+    }
+
+    /// A customer's stored events, newest first.
+    pub async fn customer_events(&self, customer: &str, limit: i64) -> StoreResult<Vec<EventRow>> {
+        self.events_where(None, Some(customer), limit).await
+    }
+
+    async fn events_where(
+        &self,
+        status: Option<&str>,
+        customer: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<EventRow>> {
         Ok(with_db!(self, |pool| {
             sqlx::query_as(
                 "SELECT id, type, status, customer_id, attempts, last_error, created, received_at, processed_at \
-                 FROM stripe_events WHERE ($1 IS NULL OR status = $1) ORDER BY received_at DESC, created DESC LIMIT $2",
+                 FROM stripe_events WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR customer_id = $2) \
+                 ORDER BY received_at DESC, created DESC LIMIT $3",
             )
             .bind(status)
+            .bind(customer)
             .bind(limit)
             .fetch_all(pool)
             .await
