@@ -1,5 +1,8 @@
 //! Owns configuration: the README's environment variables, parsed and checked all at once so a
-//! bad deployment is told every problem in one go, with secrets that never print.
+//! bad deployment is told every problem in one go, with secrets that never print. Commands that
+//! run before the service is set up (`token`, `stripe setup`) read only their few variables, through
+//! readers here that share each variable's parsing with [`Config::from_vars`]. No other module
+//! reads or checks these variables (but `RUST_LOG`, which the log filter reads itself).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -47,8 +50,7 @@ pub struct StripeConfig {
 
 impl StripeConfig {
     pub fn is_live(&self) -> bool {
-        let key = self.secret_key.expose();
-        key.starts_with("sk_live_") || key.starts_with("rk_live_")
+        is_live_key(self.secret_key.expose())
     }
 }
 
@@ -79,6 +81,10 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
 pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
 pub const DEFAULT_RESERVATION_TTL_SECS: i64 = 15 * 60;
 const MIN_TOKEN_BYTES: usize = 32;
+
+fn is_live_key(key: &str) -> bool {
+    key.starts_with("sk_live_") || key.starts_with("rk_live_")
+}
 
 /// Every problem found, one line each, named after the variable.
 #[derive(Debug, PartialEq, Eq)]
@@ -157,6 +163,39 @@ pub fn database_url(vars: &HashMap<String, String>) -> String {
     Vars { vars, errors: Vec::new() }.get("DATABASE_URL").unwrap_or(DEFAULT_DATABASE_URL).to_owned()
 }
 
+/// `HYDRA_AUTH_SECRET` alone: `token` mints before the rest of the service is set up.
+pub fn auth_secret(vars: &HashMap<String, String>) -> Result<Secret, ConfigErrors> {
+    let mut v = Vars { vars, errors: Vec::new() };
+    let secret = v.auth_secret();
+    v.finish(secret)
+}
+
+/// What `stripe setup` needs: it runs before the price ids that [`Config`] requires exist (it is
+/// what makes them), so it cannot read the full configuration.
+#[derive(Clone, Debug)]
+pub struct StripeSetupConfig {
+    pub secret_key: Secret,
+    pub api_base: String,
+    /// Without a trailing slash; the webhook endpoint is made under it.
+    pub public_url: String,
+}
+
+/// `STRIPE_SECRET_KEY`, `STRIPE_API_BASE` and `PUBLIC_URL`, checked as [`Config`] checks them;
+/// `PUBLIC_URL` has no default here, since Stripe must reach the webhook endpoint.
+pub fn stripe_setup(vars: &HashMap<String, String>) -> Result<StripeSetupConfig, ConfigErrors> {
+    let mut v = Vars { vars, errors: Vec::new() };
+    let secret_key = v.stripe_secret_key();
+    let api_base = v.stripe_api_base();
+    let public_url = v.public_url().unwrap_or_else(|| {
+        v.errors
+            .push("PUBLIC_URL is required: the webhook endpoint is PUBLIC_URL/api/webhooks/stripe".into());
+        String::new()
+    });
+    let secret_key = Secret::new(secret_key.unwrap_or_default());
+    v.live_key_rules(&secret_key, &api_base, &public_url);
+    v.finish(StripeSetupConfig { secret_key, api_base, public_url })
+}
+
 impl Config {
     /// The full configuration `serve` needs; every missing or malformed setting is reported.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Config, ConfigErrors> {
@@ -173,8 +212,7 @@ impl Config {
         let billing_enabled = v.billing_enabled();
         let grace_period_days = v.grace_period_days();
 
-        let secret_key =
-            v.prefixed("STRIPE_SECRET_KEY", &["sk_test_", "sk_live_", "rk_test_", "rk_live_"], true);
+        let secret_key = v.stripe_secret_key();
         let publishable_key = v.prefixed("STRIPE_PUBLISHABLE_KEY", &["pk_test_", "pk_live_"], false);
         let webhook_secrets = v.tokens_with_prefix("STRIPE_WEBHOOK_SECRET", "whsec_");
         let prices = Prices {
@@ -188,10 +226,8 @@ impl Config {
                 .unwrap_or_default(),
         };
         let portal_config_id = v.prefixed("STRIPE_PORTAL_CONFIG_ID", &["bpc_"], false);
-        let api_base =
-            v.get("STRIPE_API_BASE").unwrap_or(DEFAULT_STRIPE_API_BASE).trim_end_matches('/').to_owned();
-        let live =
-            secret_key.as_deref().is_some_and(|k| k.starts_with("sk_live_") || k.starts_with("rk_live_"));
+        let api_base = v.stripe_api_base();
+        let live = secret_key.as_deref().is_some_and(is_live_key);
         let calls_per_second = match v.get("STRIPE_CALLS_PER_SECOND").map(str::parse::<u32>) {
             None => {
                 if live {
@@ -225,43 +261,24 @@ impl Config {
             calls_per_second,
         };
 
-        let auth_secret = Secret::new(v.required("HYDRA_AUTH_SECRET"));
-        if !auth_secret.expose().is_empty() && auth_secret.expose().len() < MIN_TOKEN_BYTES {
-            v.errors.push(format!("HYDRA_AUTH_SECRET must be at least {MIN_TOKEN_BYTES} bytes"));
-        }
+        let auth_secret = v.auth_secret();
         let service_tokens = v.tokens("HYDRA_SERVICE_TOKEN", true);
         let admin_tokens = v.tokens("HYDRA_ADMIN_TOKEN", false);
         let smtp_url = v.get("SMTP_URL").map(Secret::new);
 
-        let public_url = v
-            .get("PUBLIC_URL")
-            .map(|u| u.trim_end_matches('/').to_owned())
-            .unwrap_or_else(|| format!("http://{bind}"));
-        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
-            v.errors.push("PUBLIC_URL must be an http:// or https:// URL".into());
-        }
+        let public_url = v.public_url().unwrap_or_else(|| format!("http://{bind}"));
         let email_from = v.get("EMAIL_FROM").map_or_else(|| default_email_from(&public_url), str::to_owned);
         if email_from.parse::<lettre::message::Mailbox>().is_err() {
             v.errors.push(
                 "EMAIL_FROM must be an address, optionally with a name: Hydra <billing@example.com>".into(),
             );
         }
-        if stripe.is_live() {
-            if !public_url.starts_with("https://") {
-                v.errors.push("PUBLIC_URL must be https:// with a live Stripe key".into());
-            }
-            if stripe.api_base != DEFAULT_STRIPE_API_BASE {
-                v.errors.push("STRIPE_API_BASE cannot point elsewhere with a live Stripe key".into());
-            }
-            if stripe.portal_config_id.is_none() {
-                v.errors.push("STRIPE_PORTAL_CONFIG_ID is required with a live Stripe key".into());
-            }
+        v.live_key_rules(&stripe.secret_key, &stripe.api_base, &public_url);
+        if stripe.is_live() && stripe.portal_config_id.is_none() {
+            v.errors.push("STRIPE_PORTAL_CONFIG_ID is required with a live Stripe key".into());
         }
 
-        if !v.errors.is_empty() {
-            return Err(ConfigErrors(v.errors));
-        }
-        Ok(Config {
+        v.finish(Config {
             database_url,
             bind,
             public_url,
@@ -284,7 +301,52 @@ impl Config {
     }
 }
 
+/// The variables more than one reader needs, each parsed and checked in one place: [`Config`]
+/// and the partial readers above (`token`, `stripe setup`) share them.
 impl Vars<'_> {
+    /// `value` when nothing was reported, else every problem found.
+    fn finish<T>(self, value: T) -> Result<T, ConfigErrors> {
+        if self.errors.is_empty() { Ok(value) } else { Err(ConfigErrors(self.errors)) }
+    }
+
+    fn auth_secret(&mut self) -> Secret {
+        let secret = Secret::new(self.required("HYDRA_AUTH_SECRET"));
+        if !secret.expose().is_empty() && secret.expose().len() < MIN_TOKEN_BYTES {
+            self.errors.push(format!("HYDRA_AUTH_SECRET must be at least {MIN_TOKEN_BYTES} bytes"));
+        }
+        secret
+    }
+
+    fn stripe_secret_key(&mut self) -> Option<String> {
+        self.prefixed("STRIPE_SECRET_KEY", &["sk_test_", "sk_live_", "rk_test_", "rk_live_"], true)
+    }
+
+    fn stripe_api_base(&self) -> String {
+        self.get("STRIPE_API_BASE").unwrap_or(DEFAULT_STRIPE_API_BASE).trim_end_matches('/').to_owned()
+    }
+
+    /// `PUBLIC_URL` without its trailing slash, if set.
+    fn public_url(&mut self) -> Option<String> {
+        let url = self.get("PUBLIC_URL").map(|u| u.trim_end_matches('/').to_owned())?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            self.errors.push("PUBLIC_URL must be an http:// or https:// URL".into());
+        }
+        Some(url)
+    }
+
+    /// A live key talks only to the real Stripe, from a public https:// address.
+    fn live_key_rules(&mut self, secret_key: &Secret, api_base: &str, public_url: &str) {
+        if !is_live_key(secret_key.expose()) {
+            return;
+        }
+        if !public_url.is_empty() && !public_url.starts_with("https://") {
+            self.errors.push("PUBLIC_URL must be https:// with a live Stripe key".into());
+        }
+        if api_base != DEFAULT_STRIPE_API_BASE {
+            self.errors.push("STRIPE_API_BASE cannot point elsewhere with a live Stripe key".into());
+        }
+    }
+
     fn billing_enabled(&mut self) -> bool {
         match self.get("BILLING_ENABLED").map(str::to_ascii_lowercase).as_deref() {
             None | Some("true") | Some("1") => true,
@@ -412,6 +474,33 @@ mod tests {
         assert!(errors.iter().any(|e| e.starts_with("PUBLIC_URL")), "{errors:?}");
         assert!(errors.iter().any(|e| e.starts_with("STRIPE_API_BASE")), "{errors:?}");
         assert!(errors.iter().any(|e| e.starts_with("STRIPE_PORTAL_CONFIG_ID")), "{errors:?}");
+    }
+
+    #[test]
+    fn the_partial_readers_check_their_variables_as_the_full_one_does() {
+        let mut vars = HashMap::new();
+        assert_eq!(auth_secret(&vars).unwrap_err().0, vec!["HYDRA_AUTH_SECRET is required".to_owned()]);
+        vars.insert("HYDRA_AUTH_SECRET".into(), "too-short".into());
+        let errors = auth_secret(&vars).unwrap_err().0;
+        assert_eq!(errors, vec![format!("HYDRA_AUTH_SECRET must be at least {MIN_TOKEN_BYTES} bytes")]);
+        let full = Config::from_vars(&vars).unwrap_err().0;
+        assert!(full.contains(&errors[0]), "the same message from Config: {full:?}");
+        assert_eq!(auth_secret(&complete()).unwrap(), Config::from_vars(&complete()).unwrap().auth_secret);
+
+        let errors = stripe_setup(&HashMap::new()).unwrap_err().0;
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with("STRIPE_SECRET_KEY") && errors[1].starts_with("PUBLIC_URL"));
+        let mut vars = complete();
+        vars.insert("PUBLIC_URL".into(), "https://billing.example.com/".into());
+        vars.insert("STRIPE_API_BASE".into(), "http://127.0.0.1:12111/".into());
+        let setup = stripe_setup(&vars).unwrap();
+        assert_eq!(setup.public_url, "https://billing.example.com");
+        assert_eq!(setup.api_base, "http://127.0.0.1:12111");
+        vars.insert("STRIPE_SECRET_KEY".into(), "sk_live_fake_0123456789".into());
+        vars.insert("PUBLIC_URL".into(), "http://billing.example.com".into());
+        let errors = stripe_setup(&vars).unwrap_err().0;
+        assert!(errors.iter().any(|e| e.starts_with("PUBLIC_URL must be https")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.starts_with("STRIPE_API_BASE")), "{errors:?}");
     }
 
     #[test]

@@ -209,7 +209,8 @@ impl Billing {
         session: &SessionId,
     ) -> BillingResult<CheckoutProgress> {
         let not_found = || BillingError::not_found(format!("no checkout session {session}"));
-        let row = self.store.tenant(tenant.as_str()).await?.ok_or_else(not_found)?;
+        let (row, effective) = self.tenant_effective(tenant.as_str()).await?;
+        let row = row.ok_or_else(not_found)?;
         let found = match self.stripe.get(&format!("/v1/checkout/sessions/{session}"), &[]).await {
             Ok(s) => s,
             Err(StripeCallError::Api { status: 404, .. }) => return Err(not_found()),
@@ -232,7 +233,6 @@ impl Billing {
         if let Some(sub) = id_of(&found["subscription"]) {
             self.store.set_subscription_if_missing(tenant.as_str(), sub).await?;
         }
-        let effective = self.effective(&row.billing_state());
         let provisioned = effective.tier.is_paid();
         if !provisioned && found["payment_status"] == "paid" {
             self.request_reconcile(tenant).await?;

@@ -1,5 +1,11 @@
 //! Owns the billing layer's error: what a use case can refuse or fail with, in domain terms.
 //! HTTP turns it into the one error shape; the CLI and jobs print or log it.
+//!
+//! The use cases a caller waits on (checkout, quotes, usage, the portal, resume) return it. The
+//! background processing (the event worker, sync and reconcile, the jobs, the email outbox)
+//! returns `anyhow` errors on purpose: nobody is answered from them, and what reads them is an
+//! operator (an event's stored `last_error`, the log), who needs the whole chain (which Stripe
+//! call, which SQL state) that these variants would fold into one sentence.
 
 use serde_json::{Map, Value};
 

@@ -23,6 +23,11 @@ pub const MAX_ATTEMPTS: i64 = RETRY.max_attempts;
 /// within about this long.
 const LEASE_SECS: i64 = 15;
 const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long a sync outside the event worker (reconcile, a page's) waits for the customer's lease:
+/// a live holder is done within seconds, a dead one's lease lapses within `LEASE_SECS`.
+pub(super) const SYNC_WAIT: Duration = Duration::from_secs(LEASE_SECS as u64 + 5);
+/// How often a sync that must wait for a customer's lease asks again.
+const LEASE_POLL: Duration = Duration::from_millis(100);
 /// At most this many of one customer's events are applied after one read of Stripe.
 const MAX_GROUP: i64 = 100;
 /// How many events one lease may apply with one read, follow-ups included, before the worker
@@ -46,8 +51,25 @@ impl Billing {
             return Ok(None);
         }
         let now = self.clock.now();
-        let Some(event) = self.store.claim_event(now, now + LEASE_SECS).await? else { return Ok(None) };
-        Ok(Some(self.process_claimed(event).await?))
+        let event = match self.store.claim_event(now, now + LEASE_SECS).await {
+            Ok(Some(event)) => event,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                // No event is known yet: the only processing line without an event's id.
+                tracing::error!(error = %e, "could not claim an event");
+                return Err(e.into());
+            }
+        };
+        // Everything the group's processing logs, the heartbeat and the follow-up claims
+        // included, carries the claimed event's id and type (each event's own lines, its own).
+        let span = event_span(&event);
+        match self.process_claimed(event).instrument(span.clone()).await {
+            Ok(n) => Ok(Some(n)),
+            Err(e) => {
+                span.in_scope(|| tracing::error!(error = format!("{e:#}"), "event processing error"));
+                Err(e)
+            }
+        }
     }
 
     async fn process_claimed(&self, event: StoredEvent) -> anyhow::Result<usize> {
@@ -104,29 +126,14 @@ impl Billing {
                 .in_scope(|| tracing::warn!(customer = %customer, "no tenant for this customer"));
             return alone(event, Outcome::Parked("no tenant has this customer".into()));
         };
-        if !self.store.lease_customer(&customer, now, Some(now + LEASE_SECS)).await? {
-            event_span(&event).in_scope(|| tracing::debug!("customer busy elsewhere; event given back"));
-            self.store.give_back_event(&event.id, now + 1).await?;
-            return Ok(None);
-        }
-        let mut group = vec![event];
-        group.extend(
-            self.store.claim_customer_events(&customer, now, now + LEASE_SECS, MAX_GROUP, None).await?,
-        );
-        // The heartbeat renews the leases while the work (Stripe calls included) runs.
-        let heartbeat = async {
-            loop {
-                tokio::time::sleep(HEARTBEAT).await;
-                let until = self.clock.now() + LEASE_SECS;
-                if let Err(e) = self.store.renew_claims(&customer, until).await {
-                    tracing::warn!(error = %e, "could not renew the events' lease");
-                }
-            }
-        };
-        let mut done: Vec<(StoredEvent, anyhow::Result<Outcome>)> = Vec::with_capacity(group.len());
+        let claimed_id = event.id.clone();
+        let mut done: Vec<(StoredEvent, anyhow::Result<Outcome>)> = Vec::new();
         let work = async {
+            let mut next = vec![event];
+            next.extend(
+                self.store.claim_customer_events(&customer, now, now + LEASE_SECS, MAX_GROUP, None).await?,
+            );
             let mut reads = Reads::default();
-            let mut next = group;
             loop {
                 for event in next {
                     let payload: Value = serde_json::from_str(&event.payload).unwrap_or(Value::Null);
@@ -163,14 +170,59 @@ impl Billing {
                     }
                 };
             }
+            anyhow::Ok(())
         };
-        // The heartbeat never ends; the work does.
-        tokio::select! {
-            () = work => {}
-            () = heartbeat => {}
+        match self.under_customer_lease(&customer, Duration::ZERO, work).await? {
+            Some(result) => {
+                result?;
+                Ok(Some(done))
+            }
+            None => {
+                tracing::debug!("customer busy elsewhere; event given back");
+                self.store.give_back_event(&claimed_id, now + 1).await?;
+                Ok(None)
+            }
         }
-        self.store.lease_customer(&customer, now, None).await?;
-        Ok(Some(done))
+    }
+
+    /// Runs `work` holding the lease on `customer`'s syncs, waiting at most `wait` for another
+    /// holder to finish (or for a dead holder's lease to lapse); `None` if it could not be had.
+    /// A heartbeat renews the lease, and the claims on the customer's events, while the work
+    /// (Stripe calls included) runs; the lease is given back after, only if still ours. One
+    /// customer is synced by one holder at a time across replicas, so an older read of Stripe
+    /// never lands after a newer one.
+    pub(super) async fn under_customer_lease<T>(
+        &self,
+        customer: &str,
+        wait: Duration,
+        work: impl std::future::Future<Output = T>,
+    ) -> anyhow::Result<Option<T>> {
+        let token = crate::store::new_id("lease");
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let now = self.clock.now();
+            if self.store.lease_customer(customer, &token, now, now + LEASE_SECS).await? {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(LEASE_POLL.min(deadline - tokio::time::Instant::now())).await;
+        }
+        let mut work = std::pin::pin!(work);
+        let result = loop {
+            tokio::select! {
+                result = &mut work => break result,
+                () = tokio::time::sleep(HEARTBEAT) => {
+                    let until = self.clock.now() + LEASE_SECS;
+                    if let Err(e) = self.store.renew_claims(customer, &token, until).await {
+                        tracing::warn!(error = %e, "could not renew the customer's lease");
+                    }
+                }
+            }
+        };
+        self.store.release_customer(customer, &token).await?;
+        Ok(Some(result))
     }
 
     /// Processes events until none is due; how many were processed.
@@ -186,9 +238,9 @@ impl Billing {
     /// call budget rather than fail (see [`crate::stripe::patiently`]).
     pub async fn event_worker(self) {
         loop {
-            if let Err(e) = crate::stripe::patiently(self.drain_events()).await {
-                tracing::error!(error = format!("{e:#}"), "event worker error");
-            }
+            // Its errors were logged where they happened, with the event's id when there was one;
+            // the worker only waits and tries again.
+            let _ = crate::stripe::patiently(self.drain_events()).await;
             tokio::select! {
                 _ = self.worker_woken() => {},
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {},

@@ -77,14 +77,23 @@ impl Reads {
 impl Billing {
     /// Re-reads the customer's subscriptions (no transaction open), then writes the tenant's
     /// billing columns from them with the emails `trigger` causes, in one short transaction.
-    /// `actor` names the cause in the audit log.
+    /// `actor` names the cause in the audit log. Holds the customer's sync lease, as the event
+    /// worker does, so this read and a worker's cannot land in the wrong order.
     pub async fn sync_tenant(
         &self,
         tenant: &TenantRow,
         trigger: Option<Trigger<'_>>,
         actor: &str,
     ) -> anyhow::Result<Outcome> {
-        self.sync_tenant_with(tenant, trigger, actor, &mut Reads::default()).await
+        let Some(customer) = tenant.stripe_customer_id.as_deref() else {
+            return Ok(Outcome::Parked("the tenant has no Stripe customer".into()));
+        };
+        let mut reads = Reads::default();
+        let sync = self.sync_tenant_with(tenant, trigger, actor, &mut reads);
+        match self.under_customer_lease(customer, super::events::SYNC_WAIT, sync).await? {
+            Some(outcome) => outcome,
+            None => Ok(Outcome::Parked("another sync of this customer kept its lease".into())),
+        }
     }
 
     /// [`Billing::sync_tenant`], reading Stripe only if `reads` holds no read yet.

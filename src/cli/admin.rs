@@ -104,10 +104,11 @@ fn audit_json(a: &AuditRow) -> Value {
 async fn show(id: &str, as_json: bool) -> anyhow::Result<()> {
     let id = TenantId::parse(id)?;
     let billing = billing_for_command().await?;
-    let Some(row) = billing.store.tenant(id.as_str()).await? else {
+    // The status reads the row and its effective tier together, as the API's answer does.
+    let status = billing.status(id.as_str()).await?;
+    let Some(row) = status.row.as_ref() else {
         bail!("no tenant {id}");
     };
-    let status = billing.status(id.as_str()).await?;
     let now = billing.clock.now();
     let effective = &status.effective;
     let events = match row.stripe_customer_id.as_deref() {
@@ -124,14 +125,14 @@ async fn show(id: &str, as_json: bool) -> anyhow::Result<()> {
         json!({ "metrics": per_metric, "resets_at": rfc3339_opt(u.resets_at) })
     });
     let shown = Shown {
-        tenant: serde_json::to_value(&row)?,
+        tenant: serde_json::to_value(row)?,
         effective: json!({
             "tier": effective.tier.as_str(),
             "reason": effective.reason.map(|r| r.as_str()),
             "access_until": rfc3339_opt(effective.access_until),
             "grace_ends_at": rfc3339_opt(effective.grace_ends_at),
         }),
-        why: why(&row, effective, now),
+        why: why(row, effective, now),
         usage,
         events: events.iter().map(event_json).collect(),
         audit: audit.iter().map(audit_json).collect(),
@@ -233,11 +234,11 @@ async fn set_plan(
         bail!("--until is in the past");
     }
     let plan = ManualPlan { tier, reason, contract_ends_at };
-    let row = match billing.store.set_manual_plan(id.as_str(), plan, &cli_actor(), now).await {
+    match billing.store.set_manual_plan(id.as_str(), plan, &cli_actor(), now).await {
         Err(crate::store::StoreError::NotFound) => bail!("no tenant {id}"),
         other => other?,
     };
-    let effective = billing.effective(&row.billing_state());
+    let (_, effective) = billing.tenant_effective(id.as_str()).await?;
     match tier {
         Some(t) => {
             println!("{id}: manual plan {} set; effective tier {}", t.as_str(), effective.tier.as_str())
@@ -278,11 +279,9 @@ async fn link_customer(id: &str, customer: &str, reason: &str) -> anyhow::Result
     }
     // The tenant's plan now follows that customer's subscriptions.
     let (_, repaired) = billing.reconcile(Some(id.as_str()), &cli_actor()).await?;
-    let row = billing.store.tenant(id.as_str()).await?.context("the tenant vanished")?;
-    println!(
-        "reconciled from Stripe ({repaired} repaired): effective tier {}",
-        billing.effective(&row.billing_state()).tier.as_str()
-    );
+    let (row, effective) = billing.tenant_effective(id.as_str()).await?;
+    row.context("the tenant vanished")?;
+    println!("reconciled from Stripe ({repaired} repaired): effective tier {}", effective.tier.as_str());
     Ok(())
 }
 

@@ -21,7 +21,8 @@ use serde::Deserialize;
 use crate::billing::Billing;
 use crate::billing::jobs::Job;
 use crate::config::{Config, Secret};
-use crate::domain::catalogue::Metric;
+use crate::domain::access::Tier;
+use crate::domain::catalogue::{self, Interval, Metric};
 use crate::domain::clock::{Clock, DAY, Timestamp};
 use crate::domain::ids::{ReservationId, TenantId};
 use crate::domain::subscription::is_live_status;
@@ -44,14 +45,14 @@ struct DemoTeam {
 enum DemoPlan {
     /// Free with this many (fixes, doc runs, cycles) used in the current window.
     Free(i64, i64, i64),
-    /// Subscribed with 4242: (the env line naming the price, seats).
-    Paid(&'static str, i64),
+    /// Subscribed with 4242 to this plan, with this many seats.
+    Paid(Tier, Interval, i64),
 }
 
 const TEAMS: [DemoTeam; 3] = [
     DemoTeam { id: "acme", name: "Acme Robotics", plan: DemoPlan::Free(4, 1, 3) },
-    DemoTeam { id: "globex", name: "Globex", plan: DemoPlan::Paid("STRIPE_TEAM_MONTHLY_PRICE_ID", 3) },
-    DemoTeam { id: "initech", name: "Initech", plan: DemoPlan::Paid("STRIPE_BUSINESS_ANNUAL_PRICE_ID", 12) },
+    DemoTeam { id: "globex", name: "Globex", plan: DemoPlan::Paid(Tier::Team, Interval::Month, 3) },
+    DemoTeam { id: "initech", name: "Initech", plan: DemoPlan::Paid(Tier::Business, Interval::Year, 12) },
 ];
 
 /// What the demo's own routes need besides the app.
@@ -122,7 +123,13 @@ pub async fn run(port: u16) -> anyhow::Result<()> {
     let ctx = Arc::new(DemoCtx {
         test_clock: test_clock["id"].as_str().unwrap_or_default().to_owned(),
         travel: tokio::sync::Mutex::new(()),
-        service_token: vars.get("HYDRA_SERVICE_TOKEN").cloned().unwrap_or_default(),
+        service_token: state
+            .config
+            .service_tokens
+            .first()
+            .context("the demo configuration has a service token")?
+            .expose()
+            .to_owned(),
         api: public_url.clone(),
         http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
     });
@@ -136,7 +143,7 @@ pub async fn run(port: u16) -> anyhow::Result<()> {
     let app = Application::on_listener(state.clone(), listener);
     let server = tokio::spawn(app.run_with_routes(routes, true, shutdown_signal()));
 
-    seed(&state, &ctx, &vars).await.context("creating the demo teams")?;
+    seed(&state, &ctx).await.context("creating the demo teams")?;
     super::print_banner(&format!(
         "hydra-billing demo is running, offline: a built-in Stripe simulator and test cards only.\n  \
          Open      {public_url}/\n  Database  {} (SQLite, new for this run)\n  Stripe    {} (the \
@@ -152,11 +159,7 @@ pub async fn run(port: u16) -> anyhow::Result<()> {
 
 /// The demo teams: customers on the demo test clock; Acme free near its limits, Globex on Team
 /// monthly and Initech on Business annual, both paid with 4242.
-async fn seed(
-    state: &AppState,
-    ctx: &DemoCtx,
-    vars: &std::collections::HashMap<String, String>,
-) -> anyhow::Result<()> {
+async fn seed(state: &AppState, ctx: &DemoCtx) -> anyhow::Result<()> {
     let now = state.clock.now();
     for team in &TEAMS {
         let email = format!("billing@{}.example", team.id);
@@ -187,8 +190,9 @@ async fn seed(
                     }
                 }
             }
-            DemoPlan::Paid(price_env, seats) => {
-                let price = vars.get(price_env).context("the catalogue has every price")?;
+            DemoPlan::Paid(tier, interval, seats) => {
+                let plan = catalogue::plan(tier, interval).context("the catalogue sells every demo plan")?;
+                let price = state.config.stripe.prices.id_of(plan);
                 state
                     .stripe
                     .post(

@@ -12,11 +12,11 @@ mod stripe;
 
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::billing::Billing;
-use crate::config::{self, Config, Secret};
+use crate::config::{self, Config};
 use crate::domain::clock::Clock;
 use crate::domain::ids::TenantId;
 use crate::http::auth::{self, MintRequest, Role};
@@ -352,19 +352,14 @@ async fn billing_for_command() -> anyhow::Result<Billing> {
 fn token(tenant: &str, email: Option<&str>, uid: &str, role: RoleArg, ttl: &str) -> anyhow::Result<()> {
     TenantId::parse(tenant)?;
     // The signing key alone: minting a token must work before the rest of the service is set up.
-    let secret = std::env::var("HYDRA_AUTH_SECRET").context("HYDRA_AUTH_SECRET is required")?;
-    if secret.len() < 32 {
-        bail!("HYDRA_AUTH_SECRET must be at least 32 bytes");
-    }
+    let secret = config::auth_secret(&config::env_map())?;
     let ttl_secs = parse_duration(ttl).context("--ttl is like 90s, 30m, 1h or 24h")?;
     let role = match role {
         RoleArg::BillingAdmin => Role::BillingAdmin,
         RoleArg::Member => Role::Member,
     };
-    let token = auth::mint(
-        &Secret::new(secret),
-        MintRequest { tenant, uid, role, email, ttl_secs, now: Clock::System.now() },
-    )?;
+    let token =
+        auth::mint(&secret, MintRequest { tenant, uid, role, email, ttl_secs, now: Clock::System.now() })?;
     println!("{token}");
     Ok(())
 }

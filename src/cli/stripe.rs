@@ -1,25 +1,18 @@
 //! Owns `stripe setup` (the catalogue as code) and `stripe sim` (the offline simulator alone,
 //! built only with the `sim` feature).
 
+#[cfg(feature = "sim")]
 use anyhow::Context;
 
-use crate::config::{self, Secret};
+use crate::config;
 use crate::stripe::StripeClient;
 
-/// Reads only the key, the base and PUBLIC_URL, not the full `Config`: it runs before the price
-/// ids that `Config` requires exist (it is what makes them).
+/// Reads only the key, the base and PUBLIC_URL ([`config::stripe_setup`]), not the full `Config`:
+/// it runs before the price ids that `Config` requires exist (it is what makes them).
 pub(super) async fn setup() -> anyhow::Result<()> {
-    let vars = config::env_map();
-    let key =
-        vars.get("STRIPE_SECRET_KEY").filter(|k| !k.is_empty()).context("STRIPE_SECRET_KEY is required")?;
-    let base =
-        vars.get("STRIPE_API_BASE").cloned().unwrap_or_else(|| config::DEFAULT_STRIPE_API_BASE.to_owned());
-    let public_url = vars
-        .get("PUBLIC_URL")
-        .map(|u| u.trim_end_matches('/').to_owned())
-        .context("PUBLIC_URL is required: the webhook endpoint is PUBLIC_URL/api/webhooks/stripe")?;
-    let stripe = StripeClient::new(&base, Secret::new(key.clone()));
-    let report = crate::stripe::setup::run(&stripe, &public_url).await?;
+    let setup = config::stripe_setup(&config::env_map())?;
+    let stripe = StripeClient::new(&setup.api_base, setup.secret_key);
+    let report = crate::stripe::setup::run(&stripe, &setup.public_url).await?;
     for created in &report.created {
         eprintln!("created {created}");
     }

@@ -84,12 +84,15 @@ pub async fn set_plan(
         }
     };
     let plan = ManualPlan { tier, reason, contract_ends_at };
-    let row = match state.store.set_manual_plan(id.as_str(), plan, &admin.actor, state.clock.now()).await {
-        Err(StoreError::NotFound) => return Err(ApiError::not_found(format!("no tenant {id}"))),
+    let no_tenant = || ApiError::not_found(format!("no tenant {id}"));
+    match state.store.set_manual_plan(id.as_str(), plan, &admin.actor, state.clock.now()).await {
+        Err(StoreError::NotFound) => return Err(no_tenant()),
         other => other?,
     };
     tracing::info!(tenant = %id, actor = %admin.actor, plan = ?tier, "manual plan changed");
-    let effective = state.effective(&row.billing_state());
+    // Read back as every other answer reads a tenant's tier, so this one cannot differ.
+    let (row, effective) = state.tenant_effective(id.as_str()).await?;
+    let row = row.ok_or_else(no_tenant)?;
     Ok(Json(PlanAnswer {
         tenant_id: row.id,
         manual_plan_tier: row.manual_plan_tier,

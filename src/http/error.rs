@@ -37,6 +37,10 @@ pub enum ApiError {
     /// `Allow` header); the code is `invalid_request`, as for any request the caller must change.
     #[error("this endpoint does not accept {0}")]
     MethodNotAllowed(axum::http::Method),
+    /// A body over [`super::BODY_LIMIT_BYTES`], whichever part of the stack met it first. HTTP's
+    /// own 413 keeps its status; the code is `invalid_request`.
+    #[error("the body is larger than {} bytes", super::BODY_LIMIT_BYTES)]
+    PayloadTooLarge,
 }
 
 impl ApiError {
@@ -63,6 +67,7 @@ impl ApiError {
             ApiError::SubscriptionRequired { .. } => (StatusCode::PAYMENT_REQUIRED, "subscription_required"),
             ApiError::FeatureNotInPlan { .. } => (StatusCode::PAYMENT_REQUIRED, "feature_not_in_plan"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "invalid_request"),
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request"),
             ApiError::Billing(e) => match e {
                 BillingError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
                 BillingError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
@@ -191,6 +196,9 @@ impl IntoResponse for ApiError {
 // names the problem (missing field, wrong type) without echoing secrets.
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::PayloadTooLarge;
+        }
         ApiError::invalid(format!("the body is not valid: {}", rejection.body_text()))
     }
 }

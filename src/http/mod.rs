@@ -110,11 +110,7 @@ async fn too_large_in_our_shape(request: Request, next: Next) -> Response {
         .get(axum::http::header::CONTENT_TYPE)
         .is_none_or(|v| !v.as_bytes().starts_with(b"application/json"));
     if response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE && plain {
-        let body = serde_json::json!({"error": {
-            "code": "invalid_request",
-            "message": format!("the body is larger than {} bytes", BODY_LIMIT_BYTES),
-        }});
-        return (axum::http::StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response();
+        return error::ApiError::PayloadTooLarge.into_response();
     }
     response
 }

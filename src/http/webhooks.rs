@@ -122,11 +122,14 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
     };
     // Stripe's ids are plain: one the store could not hold is not Stripe's (and a 5xx would
     // make a sender retry it for days).
-    if crate::domain::ids::EventId::parse(id).is_err()
-        || kind.len() > 100
-        || kind.chars().any(char::is_control)
-    {
+    let storable = |text: &str, max: usize| text.len() <= max && !text.chars().any(char::is_control);
+    if crate::domain::ids::EventId::parse(id).is_err() || !storable(kind, 100) {
         return bad_request("the event's id or type is not Stripe's");
+    }
+    // The customer is stored beside the event (a NUL would make PostgreSQL refuse the row, and
+    // the 503 would bring the event back for days); an odd but storable one is kept and parked.
+    if event_customer(&event).is_some_and(|customer| !storable(&customer, 255)) {
+        return bad_request("the event's customer is not a Stripe customer id");
     }
     let span = tracing::info_span!("webhook", event_id = %id, event_type = %kind);
     store_verified(&state, &event, id, kind, &body).instrument(span).await

@@ -120,7 +120,7 @@ impl Store {
     /// Extends the claims on a customer's events and the customer's lease to `until` (the
     /// worker's heartbeat while it works), so a short lease never lapses under a live worker.
     /// Only the lease holder has that customer's events in `processing`.
-    pub async fn renew_claims(&self, customer: &str, until: Timestamp) -> StoreResult<()> {
+    pub async fn renew_claims(&self, customer: &str, token: &str, until: Timestamp) -> StoreResult<()> {
         with_writer!(self, |pool| {
             sqlx::query(
                 "UPDATE stripe_events SET locked_until = $2, next_attempt_at = $2 \
@@ -130,9 +130,10 @@ impl Store {
             .bind(until)
             .execute(pool)
             .await?;
-            sqlx::query("UPDATE tenants SET sync_lease_until = $2 WHERE stripe_customer_id = $1 AND sync_lease_until IS NOT NULL")
+            sqlx::query("UPDATE tenants SET sync_lease_until = $2 WHERE stripe_customer_id = $1 AND sync_lease_token = $3")
                 .bind(customer)
                 .bind(until)
+                .bind(token)
                 .execute(pool)
                 .await
                 .map(|r| r.rows_affected())

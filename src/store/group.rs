@@ -32,11 +32,24 @@ pub(super) type Op = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> Boxed<'
 
 /// A queue that one task drains in groups, started on first use (inside the caller's runtime):
 /// the webhook intake's and metering's group commits both run on it.
-pub(super) struct Batcher<T>(OnceLock<mpsc::Sender<T>>);
+///
+/// The task is owned through its queue: it ends once the last sender is gone (the store, with
+/// every clone of it, dropped at shutdown) after writing and answering what was queued, so it
+/// never outlives its store and never drops a write a caller waits for. Aborting it instead
+/// would cut a group mid-transaction.
+pub(super) struct Batcher<T>(OnceLock<(mpsc::Sender<T>, tokio::task::JoinHandle<()>)>);
 
 impl<T> std::fmt::Debug for Batcher<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batcher").field("started", &self.0.get().is_some()).finish()
+    }
+}
+
+impl<T> Batcher<T> {
+    /// Lets go of the queue as a dropped store does; the task, if one was started, to await.
+    #[cfg(test)]
+    fn close(self) -> Option<tokio::task::JoinHandle<()>> {
+        self.0.into_inner().map(|(_sender, task)| task)
     }
 }
 
@@ -55,16 +68,16 @@ impl<T: Send + 'static> Batcher<T> {
         W: Fn(Vec<T>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = ()> + Send,
     {
-        let queue = self.0.get_or_init(|| {
+        let (queue, _) = self.0.get_or_init(|| {
             let (sender, mut queue) = mpsc::channel(4_096);
             let write = write.clone();
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 let mut group = Vec::with_capacity(max);
                 while queue.recv_many(&mut group, max).await > 0 {
                     write(std::mem::take(&mut group)).await;
                 }
             });
-            sender
+            (sender, task)
         });
         if let Err(mpsc::error::SendError(item)) = queue.send(item).await {
             write(vec![item]).await;
@@ -114,18 +127,18 @@ impl Store {
 async fn write_group(pool: &SqlitePool, ops: Vec<Op>) {
     let mut answers: Vec<Done> = Vec::with_capacity(ops.len());
     let outcome: Result<(), StoreError> = async {
-        let mut tx = pool.begin().await?;
-        for op in ops {
-            sqlx::query("SAVEPOINT hydra_op").execute(&mut *tx).await?;
-            let (ok, done) = op(&mut tx).await;
-            answers.push(done);
-            if !ok {
-                sqlx::query("ROLLBACK TO hydra_op").execute(&mut *tx).await?;
+        crate::in_transaction!(pool, |tx| {
+            for op in ops {
+                sqlx::query("SAVEPOINT hydra_op").execute(&mut *tx).await?;
+                let (ok, done) = op(&mut tx).await;
+                answers.push(done);
+                if !ok {
+                    sqlx::query("ROLLBACK TO hydra_op").execute(&mut *tx).await?;
+                }
+                sqlx::query("RELEASE hydra_op").execute(&mut *tx).await?;
             }
-            sqlx::query("RELEASE hydra_op").execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+            Ok::<_, StoreError>(())
+        })
     }
     .await;
     for done in answers {
@@ -138,5 +151,48 @@ pub(super) fn copy_of(e: &StoreError) -> StoreError {
     match e {
         StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
         other => StoreError::Other(anyhow::anyhow!("{other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::Batcher;
+
+    /// The task answers what was queued and ends with its owner: nothing it was given is
+    /// dropped, and nothing keeps running after the store is gone.
+    #[tokio::test]
+    async fn the_batching_task_writes_what_was_queued_and_ends_with_its_owner() {
+        let batcher = Arc::new(Batcher::<u32>::default());
+        let written = Arc::new(AtomicUsize::new(0));
+        let write = {
+            let written = written.clone();
+            move |group: Vec<u32>| {
+                let written = written.clone();
+                async move {
+                    tokio::task::yield_now().await;
+                    written.fetch_add(group.len(), Ordering::SeqCst);
+                }
+            }
+        };
+        let submits: Vec<_> = (0..50)
+            .map(|i| {
+                let (batcher, write) = (batcher.clone(), write.clone());
+                tokio::spawn(async move { batcher.submit(i, 8, write).await })
+            })
+            .collect();
+        for submit in submits {
+            submit.await.expect("a submit task");
+        }
+        let batcher = Arc::into_inner(batcher).expect("the only owner left");
+        let task = batcher.close().expect("the first submit started the task");
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the task ends once its queue has no sender")
+            .expect("the task did not panic");
+        assert_eq!(written.load(Ordering::SeqCst), 50, "every queued item was written");
     }
 }

@@ -9,6 +9,8 @@
 //! commit is shared by however many events arrived during the previous one.
 
 use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -72,8 +74,8 @@ impl Store {
     /// Answers once the group it went in with has committed.
     pub async fn store_event(&self, e: NewEvent<'_>) -> StoreResult<bool> {
         let (pending, answer) = Pending::from(e);
-        let db = self.writer().clone();
-        let write = move |group| write_group(db.clone(), group);
+        let (db, outage) = (self.writer().clone(), self.intake_outage.clone());
+        let write = move |group| write_group(db.clone(), outage.clone(), group);
         self.intake.submit(pending, MAX_GROUP, write).await;
         // Dropped unanswered: the task ended with the event in hand (its runtime is shutting
         // down); not known to be stored, so the answer is a 503 and Stripe delivers it again.
@@ -81,12 +83,38 @@ impl Store {
     }
 }
 
+/// After the database was found unreachable (a try that waited and failed), groups are answered
+/// 503 at once for this long
+/// instead of each waiting out the pool's 2 s connection timeout: groups are written one after
+/// another, so during an outage their waits would add up (the fourth of four concurrent
+/// deliveries waited 10 s). Then one group tries again; what queues behind it waits for that try
+/// alone. Stripe delivers a refused event again, so a 503 loses nothing.
+const OUTAGE_HOLD: Duration = Duration::from_secs(1);
+
+/// When the intake last found the database unreachable (shared by a store's clones).
+pub(super) type Outage = Arc<Mutex<Option<Instant>>>;
+
 /// Stores a group in one insert and answers each caller.
-async fn write_group(db: Db, mut group: Vec<Pending>) {
-    match insert_group(&db, &group).await {
+async fn write_group(db: Db, outage: Outage, mut group: Vec<Pending>) {
+    let down_just_now =
+        outage.lock().map(|at| at.is_some_and(|at| at.elapsed() < OUTAGE_HOLD)).unwrap_or(false);
+    if down_just_now {
+        let e = StoreError::Unavailable("the database was unreachable a moment ago".into());
+        return answer_all(&mut group, &e);
+    }
+    let started = Instant::now();
+    let result = insert_group(&db, &group).await;
+    // Only a failure that waited (for a connection that never came) holds the next groups: a
+    // quick refusal (a full disk) costs the next group nothing to try again.
+    let waited = started.elapsed() >= OUTAGE_HOLD / 2;
+    if let Ok(mut at) = outage.lock() {
+        *at = (waited && matches!(result, Err(StoreError::Unavailable(_)))).then(Instant::now);
+    }
+    match result {
         Ok(inserted) => answer_group(&mut group, &inserted),
-        // One event the database refuses must not fail the others: each alone, then.
-        Err(_) if group.len() > 1 => {
+        // One event the database refuses must not fail the others: each alone, then (not when
+        // the database is unreachable: each would wait as long again).
+        Err(ref e) if group.len() > 1 && !matches!(e, StoreError::Unavailable(_)) => {
             for one in &mut group {
                 let result = insert_group(&db, std::slice::from_ref(one)).await.map(|ids| !ids.is_empty());
                 if let Some(reply) = one.reply.take() {
@@ -94,12 +122,15 @@ async fn write_group(db: Db, mut group: Vec<Pending>) {
                 }
             }
         }
-        Err(e) => {
-            for one in &mut group {
-                if let Some(reply) = one.reply.take() {
-                    let _ = reply.send(Err(copy_of(&e)));
-                }
-            }
+        Err(e) => answer_all(&mut group, &e),
+    }
+}
+
+/// Every caller of the group gets the error (none of it was stored).
+fn answer_all(group: &mut [Pending], e: &StoreError) {
+    for one in group {
+        if let Some(reply) = one.reply.take() {
+            let _ = reply.send(Err(copy_of(e)));
         }
     }
 }

@@ -135,6 +135,8 @@ pub struct Store {
     cache: std::sync::Arc<cache::AccessCache>,
     /// The webhook intake's group commit (see `intake`), shared by clones.
     intake: std::sync::Arc<group::Batcher<intake::Pending>>,
+    /// When the intake last found the database unreachable (see `intake`).
+    intake_outage: intake::Outage,
     /// SQLite's group commit for metering (see `group`), shared by clones.
     group: std::sync::Arc<group::Batcher<group::Op>>,
 }
@@ -165,6 +167,39 @@ macro_rules! with_db {
     };
 }
 
+/// One transaction on `$pool` around `$body` (which reaches it as `&mut *$tx`): committed when
+/// the body returns `Ok`, rolled back explicitly when it returns `Err` (a `return` inside the
+/// body ends the body, not the caller). Rolling back at once, rather than when the dropped
+/// transaction's connection is next used, lets the connection go back to the pool clean; one
+/// whose rollback fails is closed there, never lent again (`settled_after_use`).
+#[macro_export]
+macro_rules! in_transaction {
+    ($pool:expr, |$tx:ident| $body:expr) => {{
+        let mut $tx = $pool.begin().await?;
+        let result = async { $body }.await;
+        $crate::store::end_transaction($tx, result).await
+    }};
+}
+
+/// Commits `tx` if `result` is `Ok`, else rolls it back explicitly; see [`in_transaction!`].
+pub async fn end_transaction<DB: sqlx::Database, T, E: From<sqlx::Error>>(
+    tx: sqlx::Transaction<'_, DB>,
+    result: Result<T, E>,
+) -> Result<T, E> {
+    match result {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(e) => {
+            if let Err(failed) = tx.rollback().await {
+                tracing::warn!(error = %failed, "a failed transaction could not be rolled back; its connection is closed");
+            }
+            Err(e)
+        }
+    }
+}
+
 /// Like [`with_db!`], for the hot write transactions (reserve, settle, webhook intake). SQLite
 /// takes one writer at a time; with several pooled connections the others wait in SQLite's busy
 /// handler, which sleeps in growing steps (up to 100 ms) and wakes in no order: at 32 callers
@@ -191,6 +226,7 @@ impl Store {
             writer,
             cache: std::sync::Arc::new(cache::AccessCache::new(on)),
             intake: std::sync::Arc::default(),
+            intake_outage: intake::Outage::default(),
             group: std::sync::Arc::default(),
         }
     }
@@ -221,14 +257,18 @@ impl Store {
                 .foreign_keys(true)
                 // Writers queue on SQLite's single write lock; wait for it rather than fail.
                 .busy_timeout(Duration::from_secs(30));
+            // As on PostgreSQL, a request waits about 2 s for a connection, then answers 503
+            // database_unavailable with Retry-After rather than hang.
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
+                .acquire_timeout(Duration::from_secs(2))
                 .after_release(|conn, _| Box::pin(settled_after_use(conn)))
                 .connect_with(options.clone())
                 .await
                 .context("cannot open the SQLite database")?;
             let writer = SqlitePoolOptions::new()
                 .max_connections(1)
+                .acquire_timeout(Duration::from_secs(2))
                 .after_release(|conn, _| Box::pin(settled_after_use(conn)))
                 .connect_with(options)
                 .await
@@ -419,6 +459,7 @@ pub const MIGRATIONS: &[(i64, &str, &str, &str)] = migration_files![
     6 => "0006_checkout_quotes",
     7 => "0007_leases",
     8 => "0008_job_last_ok",
+    9 => "0009_sync_lease_token",
 ];
 
 /// The version that adds `stripe_customer_id`: reverting it drops the tenant-to-customer map.

@@ -337,36 +337,36 @@ impl Store {
         let contract_ends_at = plan.tier.and(plan.contract_ends_at);
         let reason = Some(plan.reason).filter(|_| tier.is_some());
         let after = with_db!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let before: Option<TenantRow> =
-                sqlx::query_as(LOCK_SQL).bind(id).fetch_optional(&mut *tx).await?;
-            let Some(before) = before else {
-                return Err(StoreError::NotFound);
-            };
-            let after: TenantRow = sqlx::query_as(concat!(
-                "UPDATE tenants SET manual_plan_tier = $2, manual_plan_reason = $3, \
+            crate::in_transaction!(pool, |tx| {
+                let before: Option<TenantRow> =
+                    sqlx::query_as(LOCK_SQL).bind(id).fetch_optional(&mut *tx).await?;
+                let Some(before) = before else {
+                    return Err(StoreError::NotFound);
+                };
+                let after: TenantRow = sqlx::query_as(concat!(
+                    "UPDATE tenants SET manual_plan_tier = $2, manual_plan_reason = $3, \
                      manual_contract_ends_at = $4, updated_at = $5 WHERE id = $1 RETURNING ",
-                tenant_columns!()
-            ))
-            .bind(id)
-            .bind(tier)
-            .bind(reason)
-            .bind(contract_ends_at)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            insert_audit!(
-                &mut *tx,
-                tenant = id,
-                actor = actor,
-                action = if tier.is_some() { "manual_plan_set" } else { "manual_plan_removed" },
-                before = before.manual_plan_json().to_string(),
-                after = after.manual_plan_json().to_string(),
-                reason = plan.reason,
-                at = now
-            )?;
-            tx.commit().await?;
-            Ok::<_, StoreError>(after)
+                    tenant_columns!()
+                ))
+                .bind(id)
+                .bind(tier)
+                .bind(reason)
+                .bind(contract_ends_at)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                insert_audit!(
+                    &mut *tx,
+                    tenant = id,
+                    actor = actor,
+                    action = if tier.is_some() { "manual_plan_set" } else { "manual_plan_removed" },
+                    before = before.manual_plan_json().to_string(),
+                    after = after.manual_plan_json().to_string(),
+                    reason = plan.reason,
+                    at = now
+                )?;
+                Ok::<_, StoreError>(after)
+            })
         })?;
         self.tenant_changed(id).await;
         Ok(after)
@@ -383,45 +383,46 @@ impl Store {
         now: Timestamp,
     ) -> StoreResult<Link> {
         let link = with_db!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let row: Option<TenantRow> = sqlx::query_as(LOCK_SQL).bind(id).fetch_optional(&mut *tx).await?;
-            let Some(row) = row else {
-                return Err(StoreError::NotFound);
-            };
-            match row.stripe_customer_id.as_deref() {
-                Some(c) if c == customer => return Ok(Link::Already(row)),
-                Some(other) => return Ok(Link::HasOther(other.to_owned())),
-                None => {}
-            }
-            let holder: Option<(String,)> =
-                sqlx::query_as("SELECT id FROM tenants WHERE stripe_customer_id = $1")
-                    .bind(customer)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some((holder,)) = holder {
-                return Ok(Link::TakenBy(holder));
-            }
-            let after: TenantRow = sqlx::query_as(concat!(
-                "UPDATE tenants SET stripe_customer_id = $2, updated_at = $3 WHERE id = $1 RETURNING ",
-                tenant_columns!()
-            ))
-            .bind(id)
-            .bind(customer)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            insert_audit!(
-                &mut *tx,
-                tenant = id,
-                actor = actor,
-                action = "customer_linked",
-                before = serde_json::json!({ "stripe_customer_id": null }).to_string(),
-                after = serde_json::json!({ "stripe_customer_id": customer }).to_string(),
-                reason = reason,
-                at = now
-            )?;
-            tx.commit().await?;
-            Ok::<_, StoreError>(Link::Linked(after))
+            crate::in_transaction!(pool, |tx| {
+                let row: Option<TenantRow> =
+                    sqlx::query_as(LOCK_SQL).bind(id).fetch_optional(&mut *tx).await?;
+                let Some(row) = row else {
+                    return Err(StoreError::NotFound);
+                };
+                match row.stripe_customer_id.as_deref() {
+                    Some(c) if c == customer => return Ok(Link::Already(row)),
+                    Some(other) => return Ok(Link::HasOther(other.to_owned())),
+                    None => {}
+                }
+                let holder: Option<(String,)> =
+                    sqlx::query_as("SELECT id FROM tenants WHERE stripe_customer_id = $1")
+                        .bind(customer)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if let Some((holder,)) = holder {
+                    return Ok(Link::TakenBy(holder));
+                }
+                let after: TenantRow = sqlx::query_as(concat!(
+                    "UPDATE tenants SET stripe_customer_id = $2, updated_at = $3 WHERE id = $1 RETURNING ",
+                    tenant_columns!()
+                ))
+                .bind(id)
+                .bind(customer)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                insert_audit!(
+                    &mut *tx,
+                    tenant = id,
+                    actor = actor,
+                    action = "customer_linked",
+                    before = serde_json::json!({ "stripe_customer_id": null }).to_string(),
+                    after = serde_json::json!({ "stripe_customer_id": customer }).to_string(),
+                    reason = reason,
+                    at = now
+                )?;
+                Ok::<_, StoreError>(Link::Linked(after))
+            })
         })?;
         if matches!(link, Link::Linked(_)) {
             self.tenant_changed(id).await;
@@ -599,29 +600,46 @@ impl Store {
         self.cache.is_enabled()
     }
 
-    /// Takes (`until = Some`) or gives back (`None`) the lease on a customer's event processing;
-    /// false when another worker holds it.
+    /// Takes the lease on a customer's syncs (event processing, reconcile) until `until` under
+    /// `token` when nobody holds it or its holder's lease lapsed; false while another holds it.
     pub async fn lease_customer(
         &self,
         customer: &str,
+        token: &str,
         now: Timestamp,
-        until: Option<Timestamp>,
+        until: Timestamp,
     ) -> StoreResult<bool> {
         let n = with_writer!(self, |pool| {
-            sqlx::query(if until.is_none() {
-                "UPDATE tenants SET sync_lease_until = $3 WHERE stripe_customer_id = $1"
-            } else {
-                "UPDATE tenants SET sync_lease_until = $3 WHERE stripe_customer_id = $1 \
-                 AND (sync_lease_until IS NULL OR sync_lease_until < $2)"
-            })
+            sqlx::query(
+                "UPDATE tenants SET sync_lease_until = $3, sync_lease_token = $4 WHERE stripe_customer_id = $1 \
+                 AND (sync_lease_until IS NULL OR sync_lease_until < $2)",
+            )
             .bind(customer)
             .bind(now)
             .bind(until)
+            .bind(token)
             .execute(pool)
             .await
             .map(|r| r.rows_affected())
         })?;
         Ok(n > 0)
+    }
+
+    /// Gives the customer's lease back, only while `token` holds it (a holder whose lease
+    /// lapsed and finishes late leaves the next holder's lease alone).
+    pub async fn release_customer(&self, customer: &str, token: &str) -> StoreResult<()> {
+        with_writer!(self, |pool| {
+            sqlx::query(
+                "UPDATE tenants SET sync_lease_until = NULL, sync_lease_token = NULL \
+                 WHERE stripe_customer_id = $1 AND sync_lease_token = $2",
+            )
+            .bind(customer)
+            .bind(token)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })?;
+        Ok(())
     }
 
     /// Applies Stripe's state: locks the row, lets `decide` compute the columns from it, writes
@@ -635,13 +653,13 @@ impl Store {
         decide: impl FnOnce(&TenantRow) -> SyncWrite,
     ) -> StoreResult<bool> {
         let changed = with_writer!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let row: TenantRow = sqlx::query_as(LOCK_SQL).bind(id).fetch_one(&mut *tx).await?;
-            let before = BillingColumns::of(&row);
-            let SyncWrite { after, mail } = decide(&row);
-            let changed = after != before;
-            if changed {
-                sqlx::query(
+            crate::in_transaction!(pool, |tx| {
+                let row: TenantRow = sqlx::query_as(LOCK_SQL).bind(id).fetch_one(&mut *tx).await?;
+                let before = BillingColumns::of(&row);
+                let SyncWrite { after, mail } = decide(&row);
+                let changed = after != before;
+                if changed {
+                    sqlx::query(
                     "UPDATE tenants SET stripe_subscription_id = $2, stripe_subscription_status = $3, \
                      stripe_price_id = $4, plan_tier = $5, stripe_current_period_end = $6, stripe_seat_count = $7, \
                      stripe_interval = $8, cancel_at_period_end = $9, cancel_at = $10, cancellation_reason = $11, \
@@ -662,22 +680,22 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-                insert_audit!(
-                    &mut *tx,
-                    tenant = id,
-                    actor = actor,
-                    action = "stripe_sync",
-                    before = before.audit_json().to_string(),
-                    after = after.audit_json().to_string(),
-                    reason = None::<String>,
-                    at = now
-                )?;
-            }
-            if let Some(mail) = mail {
-                super::outbox::insert_mail!(&mut *tx, mail, now)?;
-            }
-            tx.commit().await?;
-            Ok::<_, StoreError>(changed)
+                    insert_audit!(
+                        &mut *tx,
+                        tenant = id,
+                        actor = actor,
+                        action = "stripe_sync",
+                        before = before.audit_json().to_string(),
+                        after = after.audit_json().to_string(),
+                        reason = None::<String>,
+                        at = now
+                    )?;
+                }
+                if let Some(mail) = mail {
+                    super::outbox::insert_mail!(&mut *tx, mail, now)?;
+                }
+                Ok::<_, StoreError>(changed)
+            })
         })?;
         if changed {
             self.tenant_changed(id).await;
@@ -705,24 +723,24 @@ impl Store {
         };
         let actor = format!("job:{job}");
         let n = with_db!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let rows: Vec<(String, String, Option<String>)> =
-                sqlx::query_as(sql).bind(now).bind(grace_secs).fetch_all(&mut *tx).await?;
-            for (id, status, sub) in &rows {
-                insert_audit!(
-                    &mut *tx,
-                    tenant = id,
-                    actor = &actor,
-                    action = "access_ended",
-                    before = json!({"stripe_subscription_status": status, "stripe_subscription_id": sub})
-                        .to_string(),
-                    after = json!({"plan_tier": "free"}).to_string(),
-                    reason = None::<String>,
-                    at = now
-                )?;
-            }
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(rows)
+            crate::in_transaction!(pool, |tx| {
+                let rows: Vec<(String, String, Option<String>)> =
+                    sqlx::query_as(sql).bind(now).bind(grace_secs).fetch_all(&mut *tx).await?;
+                for (id, status, sub) in &rows {
+                    insert_audit!(
+                        &mut *tx,
+                        tenant = id,
+                        actor = &actor,
+                        action = "access_ended",
+                        before = json!({"stripe_subscription_status": status, "stripe_subscription_id": sub})
+                            .to_string(),
+                        after = json!({"plan_tier": "free"}).to_string(),
+                        reason = None::<String>,
+                        at = now
+                    )?;
+                }
+                Ok::<_, sqlx::Error>(rows)
+            })
         })?;
         for (id, _, _) in &n {
             self.tenant_changed(id).await;

@@ -124,12 +124,11 @@ macro_rules! metering_write {
                     .await
             }
             super::Db::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                let $conn: &mut sqlx::PgConnection = &mut *tx;
-                let value: Result<_, sqlx::Error> = async { $body }.await;
-                let value = value?;
-                tx.commit().await?;
-                Ok(value)
+                let value: Result<_, sqlx::Error> = $crate::in_transaction!(pool, |tx| {
+                    let $conn: &mut sqlx::PgConnection = &mut *tx;
+                    $body
+                });
+                Ok(value?)
             }
         }
     };

@@ -284,6 +284,65 @@ fn stripe_sim_runs_the_simulator_alone() {
     assert!(response.contains("\"object\":\"list\""), "{response}");
 }
 
+/// `stripe sim` with Stripe's conditions on demand: every call takes the latency, and calls past
+/// the per-key rate answer 429 `rate_limit` with Stripe's `Stripe-Rate-Limited-Reason` header;
+/// with `--fail-rate 1` every call fails with a 500.
+#[test]
+fn stripe_sim_is_slow_limited_and_failing_on_demand() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let start = |args: &[&str]| {
+        let mut child = bin()
+            .args(["stripe", "sim", "--port", "0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let base = BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("STRIPE_API_BASE=").map(str::to_owned))
+            .expect("the simulator prints its base URL");
+        (child, base.trim_start_matches("http://").to_owned())
+    };
+    let call = |addr: &str| {
+        let started = std::time::Instant::now();
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            stream,
+            "GET /v1/customers HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk_test_fake_cli\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
+        // A call the simulator chose to time out is held for 30 s: reading stops after 5.
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let mut response = String::new();
+        if stream.read_to_string(&mut response).is_err() {
+            response = "held past the client's timeout".to_owned();
+        }
+        (response, started.elapsed())
+    };
+    let (mut child, addr) = start(&["--latency", "200,50", "--rate-limit", "2"]);
+    let answers: Vec<(String, std::time::Duration)> = (0..6).map(|_| call(&addr)).collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    let served: Vec<_> = answers.iter().filter(|(r, _)| r.starts_with("HTTP/1.1 200")).collect();
+    assert!(!served.is_empty(), "{answers:?}");
+    for (_, took) in &served {
+        assert!(*took >= std::time::Duration::from_millis(150), "latency 200 ms ± 50: took {took:?}");
+    }
+    let limited: Vec<_> = answers.iter().filter(|(r, _)| r.starts_with("HTTP/1.1 429")).collect();
+    assert!(!limited.is_empty(), "6 calls in about a second at 2 a second: {answers:?}");
+    for (r, _) in limited {
+        assert!(r.to_ascii_lowercase().contains("stripe-rate-limited-reason:"), "{r}");
+        assert!(r.contains("\"code\":\"rate_limit\""), "{r}");
+    }
+
+    let (mut child, addr) = start(&["--fail-rate", "1", "--chaos-seed", "7"]);
+    let (failed, _) = call(&addr);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(failed.starts_with("HTTP/1.1 5") || failed == "held past the client's timeout", "{failed}");
+}
+
 /// `demo` needs no configuration at all (the environment is empty here): it prints a URL whose
 /// site works end to end, with its teams, the dev sign-in and the clock controls.
 #[tokio::test]
@@ -406,10 +465,23 @@ fn every_log_line_about_a_webhook_carries_its_event_id_and_type() {
     serve.stop();
     let logged = serve.logged.clone();
     assert!(parked, "the worker logged its processing: {logged:?}");
+    // Every line the intake and the event worker write, whatever it says, and any other line
+    // that names the event: none may lack the id and type.
     let about_it: Vec<serde_json::Value> = logged
         .iter()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["span"]["event_id"].is_string() || v.to_string().contains("evt_"))
+        .filter(|v| {
+            let target = v["target"].as_str().unwrap_or_default();
+            [
+                "hydra_billing::http::webhooks",
+                "hydra_billing::billing::events",
+                "hydra_billing::billing::sync",
+            ]
+            .iter()
+            .any(|module| target.starts_with(module))
+                || v["span"]["event_id"].is_string()
+                || v.to_string().contains("evt_")
+        })
         .collect();
     let messages: Vec<&str> = about_it.iter().filter_map(|v| v["fields"]["message"].as_str()).collect();
     assert!(messages.contains(&"webhook stored"), "the intake is logged: {messages:?}");

@@ -27,24 +27,10 @@ async fn the_committed_document_is_the_one_served() {
     assert_eq!(served["openapi"].as_str().map(|v| v.starts_with("3.1")), Some(true));
 }
 
-/// Every API route of the router, read from its one definition, with its method.
-fn routes() -> Vec<(String, String)> {
-    let source = std::fs::read_to_string(repo("src/http/routes.rs")).unwrap();
-    source
-        .split(".route(\"")
-        .skip(1)
-        .filter_map(|rest| {
-            let (path, after) = rest.split_once('"')?;
-            let method = after.trim_start_matches([',', ' ']).split('(').next()?.trim().to_owned();
-            Some((path.to_owned(), method))
-        })
-        .collect()
-}
-
 #[test]
 fn every_api_route_is_in_the_document() {
     let doc = serde_json::to_value(hydra_billing::http::openapi::document()).unwrap();
-    let served = routes();
+    let served = crate::helpers::route_table();
     assert!(served.len() > 20, "the route table was not read: {served:?}");
     for (path, method) in &served {
         // Pages and their assets are for browsers; everything else is API.

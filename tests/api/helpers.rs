@@ -851,3 +851,20 @@ pub async fn count(db: &Store, sql: &str, arg: Option<&str>) -> i64 {
     .unwrap();
     n
 }
+
+/// Every route of the router as (path, method), read from its one definition in
+/// `src/http/routes.rs`: `("/api/tenants/{id}", "put")`, … Tests that must cover every route
+/// compare their own list with this one.
+pub fn route_table() -> Vec<(String, String)> {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http/routes.rs");
+    let source = std::fs::read_to_string(file).unwrap();
+    source
+        .split(".route(\"")
+        .skip(1)
+        .filter_map(|rest| {
+            let (path, after) = rest.split_once('"')?;
+            let method = after.trim_start_matches([',', ' ']).split('(').next()?.trim().to_owned();
+            Some((path.to_owned(), method))
+        })
+        .collect()
+}

@@ -63,3 +63,31 @@ async fn readiness_fails_while_no_write_can_commit_and_recovers() {
     // Writes go through as before.
     app.run("t1", "fix").await;
 }
+
+/// On SQLite too, a request waits about 2 s for a connection and then says the database is
+/// unavailable (503, its own code, Retry-After) rather than hang; once the connection is free
+/// again the same request succeeds. The one writer connection is held here as a stuck writer
+/// would hold it. (PostgreSQL's bound is tested with an outage in `faults`.)
+#[tokio::test]
+async fn a_request_that_cannot_get_a_connection_answers_503_within_about_2_s() {
+    let app = spawn_app().await;
+    let hydra_billing::store::Db::Sqlite(writer) = app.db.writer() else {
+        return; // PostgreSQL: see faults::a_postgres_outage_is_answered_fast_and_clearly_and_recovers_by_itself
+    };
+    let assert_refused_quickly = async |held: &str| {
+        let started = std::time::Instant::now();
+        let r = app.reserve("waits", "fix").await;
+        let took = started.elapsed();
+        assert!(r.headers().contains_key("retry-after"), "{held}");
+        assert_eq!(
+            error_of(r, StatusCode::SERVICE_UNAVAILABLE).await["code"],
+            "database_unavailable",
+            "{held}"
+        );
+        assert!(took < std::time::Duration::from_secs(4), "{held}: answered after {took:?}");
+    };
+    let stuck = writer.acquire().await.unwrap();
+    assert_refused_quickly("the writer connection is held").await;
+    drop(stuck);
+    assert_eq!(app.reserve("waits", "fix").await.status(), StatusCode::OK, "free again: served");
+}

@@ -326,19 +326,20 @@ async fn environment(backend: Backend<'_>) -> WithStripe {
             let settings = stripe_sim::SimSettings {
                 conditions: stripe_sim::Conditions {
                     latency: std::time::Duration::from_millis(300),
+                    jitter: std::time::Duration::from_millis(100),
                     rate_limit: Some(25),
                     fail_rate: 0.05,
-                    seed: 2,
+                    seed: 4,
                     // A third of the failures hang past the service's timeout (set below).
                     hang: Some(std::time::Duration::from_millis(2500)),
                     exempt_keys: vec![crate::helpers::HARNESS_KEY.to_owned()],
-                    ..Default::default()
                 },
                 ..Default::default()
             };
-            // The service's own budget as shipped for a test key, under Stripe's 25 a second.
+            // A budget over Stripe's 25 a second, as two replicas each left at a single
+            // replica's budget add up to: Stripe's 429s then really come, and must be waited out.
             crate::helpers::spawn_with_deliveries_on(settings, |env, _| {
-                env.insert("STRIPE_CALLS_PER_SECOND".into(), "20".into());
+                env.insert("STRIPE_CALLS_PER_SECOND".into(), "60".into());
                 env.insert("STRIPE_TIMEOUT_MS".into(), "1500".into());
             })
             .await
@@ -352,6 +353,37 @@ async fn environment(backend: Backend<'_>) -> WithStripe {
     }
 }
 
+/// 40 subscribed teams reconciled at once, as a renewal morning or a second replica's jobs
+/// would: their reads go past Stripe's 25 a second, Stripe answers 429, and every team still
+/// ends on its plan (a reconcile that gives up is run again, as its job would on its next run).
+async fn burst_past_the_rate_limit(s: &WithStripe) {
+    let teams: Vec<String> = (0..40).map(|i| format!("burst{i}")).collect();
+    for team in &teams {
+        let (customer, _) = s.tenant_with_customer(team, "pm_card_visa").await;
+        s.post("/v1/subscriptions", &[("customer", &customer), ("items[0][price]", &s.prices.team_monthly)])
+            .await;
+    }
+    let mut burst = tokio::task::JoinSet::new();
+    for team in teams.clone() {
+        let state = s.app.state.clone();
+        burst.spawn(async move {
+            for _ in 0..3 {
+                if state.reconcile(Some(&team), "burst").await.is_ok() {
+                    return true;
+                }
+            }
+            false
+        });
+    }
+    while let Some(done) = burst.join_next().await {
+        assert!(done.unwrap(), "a reconcile failed three times over");
+    }
+    for team in &teams {
+        assert_eq!(s.app.tenant(team).await.plan_tier, "team", "{team}");
+    }
+    assert!(s.sim().stats().rate_limited > 0, "the burst met Stripe's rate limit");
+}
+
 /// Every scenario, each on its own tenant and test clock.
 async fn run_all(backend: Backend<'_>) {
     let s = environment(backend).await;
@@ -361,10 +393,12 @@ async fn run_all(backend: Backend<'_>) {
     seat_increase_with_proration(&s).await;
     team_to_business(&s).await;
     if let Backend::SimulatorUnderStripeConditions = backend {
+        burst_past_the_rate_limit(&s).await;
         // The conditions really happened: calls were refused and failed, and still nothing broke.
         let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         assert!(count(&s.sim().shared.failed) > 0, "no API call failed");
         assert!(count(&s.sim().shared.timed_out) > 0, "no API call timed out");
+        assert!(s.sim().stats().rate_limited > 0, "Stripe's rate limit never answered 429");
     }
     if let Backend::Simulator(Some(_)) = backend {
         // The chaos really happened: deliveries duplicated and first attempts dropped.

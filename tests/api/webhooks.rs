@@ -723,7 +723,7 @@ async fn a_customer_leased_elsewhere_is_skipped_until_its_short_lease_lapses() {
     let (customer, _) = s.tenant_with_customer("t1", "pm_card_visa").await;
     let now = s.app.clock.now();
     // Another worker took the customer's lease and died.
-    assert!(s.app.db.lease_customer(&customer, now, Some(now + 15)).await.unwrap());
+    assert!(s.app.db.lease_customer(&customer, "dead-worker", now, now + 15).await.unwrap());
     let event = json!({"id": "evt_waits_for_lease", "type": "invoice.paid", "created": START, "livemode": false,
                        "data": {"object": {"object": "invoice", "id": "in_x", "customer": customer}}});
     assert_eq!(s.app.deliver(&event).await, StatusCode::OK);
@@ -747,13 +747,72 @@ async fn a_renewed_lease_keeps_a_live_workers_event_and_customer() {
     let t0 = s.app.clock.now();
     // A live worker: it claimed the event and its customer, and renews both after 10 s.
     s.app.db.claim_event(t0, t0 + 15).await.unwrap().expect("the event is due");
-    assert!(s.app.db.lease_customer(&customer, t0, Some(t0 + 15)).await.unwrap());
+    assert!(s.app.db.lease_customer(&customer, "live-worker", t0, t0 + 15).await.unwrap());
     s.app.clock.advance(10);
-    s.app.db.renew_claims(&customer, t0 + 25).await.unwrap();
+    s.app.db.renew_claims(&customer, "live-worker", t0 + 25).await.unwrap();
     s.app.clock.advance(10);
     assert_eq!(s.app.drain().await, 0, "20 s on, the renewed lease still holds");
     s.app.clock.advance(6);
     assert_eq!(s.app.drain().await, 1, "past the renewal (the worker died): taken over");
+}
+
+/// A holder whose lease lapsed (a stalled worker) and that finishes late neither gives back nor
+/// extends the lease the next holder took meanwhile: only the token that holds it does.
+#[tokio::test]
+async fn only_the_holder_of_a_customers_lease_renews_or_gives_it_back() {
+    let s = spawn_with_stripe().await;
+    let (customer, _) = s.tenant_with_customer("t1", "pm_card_visa").await;
+    let t0 = s.app.clock.now();
+    assert!(s.app.db.lease_customer(&customer, "stalled", t0, t0 + 15).await.unwrap());
+    assert!(!s.app.db.lease_customer(&customer, "next", t0 + 5, t0 + 20).await.unwrap(), "held");
+    assert!(s.app.db.lease_customer(&customer, "next", t0 + 16, t0 + 31).await.unwrap(), "lapsed: taken");
+    let lease_until = async || -> Option<i64> {
+        let (until,): (Option<i64>,) = hydra_billing::with_db!(&s.app.db, |pool| {
+            sqlx::query_as("SELECT sync_lease_until FROM tenants WHERE id = $1")
+                .bind("t1")
+                .fetch_one(pool)
+                .await
+        })
+        .unwrap();
+        until
+    };
+    // The stalled one wakes up: its heartbeat and its give-back change nothing.
+    s.app.db.renew_claims(&customer, "stalled", t0 + 99).await.unwrap();
+    s.app.db.release_customer(&customer, "stalled").await.unwrap();
+    assert_eq!(lease_until().await, Some(t0 + 31), "the next holder's lease is untouched");
+    assert!(!s.app.db.lease_customer(&customer, "third", t0 + 17, t0 + 32).await.unwrap());
+    s.app.db.release_customer(&customer, "next").await.unwrap();
+    assert_eq!(lease_until().await, None, "its holder gave it back");
+}
+
+/// A reconcile of a customer whose events a worker is applying waits for the worker's lease, so
+/// its read of Stripe never runs beside the worker's (and an older read never lands last).
+#[tokio::test]
+async fn a_reconcile_waits_for_the_worker_that_holds_the_customer() {
+    let (s, proxy) = crate::helpers::spawn_with_stripe_proxy().await;
+    let (customer, _) = s.tenant_with_customer("t1", "pm_card_visa").await;
+    proxy.hold(reqwest::Method::GET, "/v1/subscriptions");
+    let event = json!({"id": "evt_worker_holds", "type": "customer.subscription.updated", "created": START,
+                       "livemode": false, "data": {"object": {"object": "subscription", "id": "sub_x", "customer": customer}}});
+    assert_eq!(s.app.deliver(&event).await, StatusCode::OK);
+    let state = s.app.state.clone();
+    let worker = tokio::spawn(async move { state.drain_events().await });
+    let within = std::time::Duration::from_secs;
+    assert!(
+        crate::helpers::eventually(within(10), async || proxy.held() == 1).await,
+        "the worker's read is held"
+    );
+    let state = s.app.state.clone();
+    let reconcile = tokio::spawn(async move { state.reconcile(Some("t1"), "test").await });
+    // Without the lease, the reconcile's read would join the held one within milliseconds.
+    let joined = crate::helpers::eventually(within(1), async || proxy.held() == 2).await;
+    assert!(!joined, "the reconcile read Stripe while the worker held the customer");
+    proxy.release();
+    assert_eq!(worker.await.unwrap().unwrap(), 1);
+    assert_eq!(reconcile.await.unwrap().unwrap().0, 1);
+    let reads = proxy.spans(reqwest::Method::GET, "/v1/subscriptions");
+    assert_eq!(reads.len(), 2, "the worker's read and the reconcile's");
+    assert!(reads[0].2 <= reads[1].1, "one after the other: {reads:?}");
 }
 
 /// Deliveries that arrive together are stored in groups (one commit each): every one is answered

@@ -429,7 +429,7 @@ pub fn attempt_payment(
         ChargeOutcome::Succeeded
     } else {
         match card {
-            Some(card) => card.charge(off_session, world.set_up.contains(&customer)),
+            Some(card) => card.charge(off_session, pm.as_deref().is_some_and(|p| world.set_up.contains(p))),
             None => ChargeOutcome::Declined,
         }
     };
@@ -867,8 +867,10 @@ pub fn create_subscription(
     }
     if req.via_checkout {
         // Checkout ran any 3-D Secure challenge on its own page: this payment is authenticated
-        // and the saved card is set up for later off-session charges.
-        world.set_up.insert(req.customer.to_owned());
+        // and the card it saved (that one only) is set up for later off-session charges.
+        if let Some(pm) = &req.default_payment_method {
+            world.set_up.insert(pm.clone());
+        }
         world.authenticated.insert(invoice_id.clone());
     }
     let outcome = attempt_payment(world, settings, &invoice_id, false, now);

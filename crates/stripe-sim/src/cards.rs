@@ -27,28 +27,52 @@ pub enum ChargeOutcome {
 }
 
 impl Card {
-    /// The test token (`pm_card_…`, `tok_…`) or card number a client may send, exactly as
-    /// Stripe's testing docs pair them (stripe-facts.md §15): `pm_card_authenticationRequired`
+    /// Every test card, in the order the hosted pages list them.
+    pub const ALL: [Card; 6] = [
+        Card::Visa,
+        Card::Declined,
+        Card::AttachThenDecline,
+        Card::InsufficientFunds,
+        Card::AuthenticateUnlessSetUp,
+        Card::AlwaysAuthenticate,
+    ];
+
+    /// The test PaymentMethod a client may send where Stripe takes a payment method id, exactly
+    /// as Stripe's testing docs pair them (stripe-facts.md §15): `pm_card_authenticationRequired`
     /// is 3184 (every payment authenticates), `pm_card_authenticationRequiredOnSetup` is 3155
-    /// (authenticate once, then set up). Nothing here is the simulator's own.
+    /// (authenticate once, then set up). Card numbers and `tok_…` tokens are not payment methods:
+    /// Stripe answers them `resource_missing`, and so does the simulator.
     pub fn from_token(token: &str) -> Option<Card> {
-        Some(match token {
-            "pm_card_visa" | "tok_visa" | "4242424242424242" => Card::Visa,
-            "pm_card_chargeDeclined" | "tok_chargeDeclined" | "4000000000000002" => Card::Declined,
-            "pm_card_chargeDeclinedInsufficientFunds"
-            | "tok_chargeDeclinedInsufficientFunds"
-            | "4000000000009995" => Card::InsufficientFunds,
-            "pm_card_chargeCustomerFail" | "tok_chargeCustomerFail" | "4000000000000341" => {
-                Card::AttachThenDecline
-            }
-            "pm_card_authenticationRequiredOnSetup"
-            | "tok_authenticationRequiredOnSetup"
-            | "4000002500003155" => Card::AuthenticateUnlessSetUp,
-            "pm_card_authenticationRequired" | "tok_authenticationRequired" | "4000002760003184" => {
-                Card::AlwaysAuthenticate
-            }
-            _ => return None,
-        })
+        Card::ALL.into_iter().find(|card| card.token() == token)
+    }
+
+    /// The card a number typed into a card form stands for (spaces allowed), as on Stripe's
+    /// hosted pages: the only place the simulator takes numbers.
+    pub fn from_number(number: &str) -> Option<Card> {
+        let digits: String = number.chars().filter(|c| !c.is_whitespace()).collect();
+        Card::ALL.into_iter().find(|card| card.number() == digits)
+    }
+
+    pub fn token(self) -> &'static str {
+        match self {
+            Card::Visa => "pm_card_visa",
+            Card::Declined => "pm_card_chargeDeclined",
+            Card::InsufficientFunds => "pm_card_chargeDeclinedInsufficientFunds",
+            Card::AttachThenDecline => "pm_card_chargeCustomerFail",
+            Card::AuthenticateUnlessSetUp => "pm_card_authenticationRequiredOnSetup",
+            Card::AlwaysAuthenticate => "pm_card_authenticationRequired",
+        }
+    }
+
+    pub fn number(self) -> &'static str {
+        match self {
+            Card::Visa => "4242424242424242",
+            Card::Declined => "4000000000000002",
+            Card::InsufficientFunds => "4000000000009995",
+            Card::AttachThenDecline => "4000000000000341",
+            Card::AuthenticateUnlessSetUp => "4000002500003155",
+            Card::AlwaysAuthenticate => "4000002760003184",
+        }
     }
 
     pub fn last4(self) -> &'static str {
@@ -96,9 +120,13 @@ mod tests {
             ("pm_card_authenticationRequired", "4000002760003184", "3184"),
         ] {
             let card = Card::from_token(token).unwrap();
-            assert_eq!(Card::from_token(number), Some(card), "{token} is {number}");
+            assert_eq!(Card::from_number(number), Some(card), "{token} is {number}");
             assert_eq!(card.last4(), last4);
+            // A number is not a payment method id, nor is a legacy token.
+            assert_eq!(Card::from_token(number), None, "{number} is not a PaymentMethod");
+            assert_eq!(Card::from_token(&token.replace("pm_card_", "tok_")), None);
         }
+        assert_eq!(Card::from_number("4242 4242 4242 4242"), Some(Card::Visa), "as typed into a form");
         assert_eq!(Card::from_token("pm_card_authenticationRequiredChallenge"), None, "not one of Stripe's");
     }
 

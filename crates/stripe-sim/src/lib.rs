@@ -151,6 +151,40 @@ impl Shared {
     }
 }
 
+/// What the API's conditions and webhook chaos did so far, counted as each was decided: tests
+/// assert on these to know the rate limiter and the failures really happened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Calls answered 429 `rate_limit` by the rate limiter.
+    pub rate_limited: u64,
+    /// Calls failed on purpose by `fail_rate`: 500 before or after the request was applied, and
+    /// the 504s after a hang.
+    pub failed: u64,
+    /// Of `failed`, those applied before failing (the 500s after the write, and the 504s).
+    pub failed_after_write: u64,
+    /// Of `failed`, those held for `hang` and then answered 504.
+    pub timed_out: u64,
+    /// Webhook deliveries chaos sent twice.
+    pub webhooks_duplicated: u64,
+    /// First webhook delivery attempts chaos dropped (then retried).
+    pub webhooks_dropped: u64,
+}
+
+impl Shared {
+    /// The counts so far.
+    pub fn stats(&self) -> SimStats {
+        let read = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        SimStats {
+            rate_limited: read(&self.rate_limited),
+            failed: read(&self.failed),
+            failed_after_write: read(&self.failed_after_write),
+            timed_out: read(&self.timed_out),
+            webhooks_duplicated: read(&self.chaos_duplicates),
+            webhooks_dropped: read(&self.chaos_dropped),
+        }
+    }
+}
+
 /// A running simulator.
 pub struct Simulator {
     pub base_url: String,
@@ -193,6 +227,11 @@ impl Simulator {
         let ticker = tokio::spawn(realtime_ticker(shared.clone()));
         let advancer = tokio::spawn(advancer(shared.clone()));
         Ok(Simulator { base_url, shared, server, deliverer, ticker, advancer })
+    }
+
+    /// What the conditions (429s, injected failures) and chaos did so far.
+    pub fn stats(&self) -> SimStats {
+        self.shared.stats()
     }
 
     /// Every webhook delivery attempt so far.
@@ -254,6 +293,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             axum::routing::get(api::pages::checkout_page).post(api::pages::checkout_submit),
         )
         .route("/portal/{id}", axum::routing::get(api::pages::portal_page).post(api::pages::portal_submit))
+        .route("/invoice/{id}", axum::routing::get(api::pages::invoice_page).post(api::pages::invoice_submit))
         .fallback(dispatch)
         .with_state(shared)
 }

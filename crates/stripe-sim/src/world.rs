@@ -49,8 +49,9 @@ pub struct World {
     pub invoice_state: HashMap<String, InvoiceState>,
     /// Which test card a payment method behaves as, by payment method id.
     pub cards: HashMap<String, crate::cards::Card>,
-    /// Customers whose card was saved through an on-session authentication (3155 then passes
-    /// off-session).
+    /// Payment methods saved through an on-session authentication (Checkout's 3-D Secure, or an
+    /// authenticated invoice payment): a 3155 card among them passes off-session. Per card, not
+    /// per customer: another 3155 card the customer adds later was never set up.
     pub set_up: std::collections::HashSet<String>,
     next: u64,
     salt: u64,
@@ -261,38 +262,157 @@ fn kind_name(kind: &str) -> &str {
         "checkout.session" => "checkout.session",
         "billing_portal.configuration" => "configuration",
         "test_helpers.test_clock" => "test_clock",
+        "payment_method" => "PaymentMethod",
         other => other,
     }
 }
 
-/// Renders a stored (current-shape) object for `version`: callers pinned before 2025-03-31.basil
-/// read period fields on the subscription and `invoice.subscription`, which we add; current
-/// callers get the stored shape.
-/// Stripe's major releases since versions got names, with the date each began.
-const MAJORS: [(&str, &str); 5] = [
-    ("2024-09-30", "acacia"),
-    ("2025-03-31", "basil"),
-    ("2025-09-30", "clover"),
-    ("2026-03-25", "dahlia"),
-    ("2026-09-30", "endive"),
+/// Every API version Stripe has released, oldest first: the `ApiVersion` enum of stripe-node's
+/// `WebhookEndpointCreateParams` (through 2026-08-26.dahlia) and the endive releases after it
+/// (stripe-facts.md §12). Stripe answers any other `Stripe-Version` with an error, a well-formed
+/// date or not, so the simulator keeps the list rather than a rule. Add a version here when
+/// Stripe publishes one. `2025-03-01.dashboard` (the Dashboard's own) is left out on purpose.
+pub const KNOWN_API_VERSIONS: &[&str] = &[
+    "2011-01-01",
+    "2011-06-21",
+    "2011-06-28",
+    "2011-08-01",
+    "2011-09-15",
+    "2011-11-17",
+    "2012-02-23",
+    "2012-03-25",
+    "2012-06-18",
+    "2012-06-28",
+    "2012-07-09",
+    "2012-09-24",
+    "2012-10-26",
+    "2012-11-07",
+    "2013-02-11",
+    "2013-02-13",
+    "2013-07-05",
+    "2013-08-12",
+    "2013-08-13",
+    "2013-10-29",
+    "2013-12-03",
+    "2014-01-31",
+    "2014-03-13",
+    "2014-03-28",
+    "2014-05-19",
+    "2014-06-13",
+    "2014-06-17",
+    "2014-07-22",
+    "2014-07-26",
+    "2014-08-04",
+    "2014-08-20",
+    "2014-09-08",
+    "2014-10-07",
+    "2014-11-05",
+    "2014-11-20",
+    "2014-12-08",
+    "2014-12-17",
+    "2014-12-22",
+    "2015-01-11",
+    "2015-01-26",
+    "2015-02-10",
+    "2015-02-16",
+    "2015-02-18",
+    "2015-03-24",
+    "2015-04-07",
+    "2015-06-15",
+    "2015-07-07",
+    "2015-07-13",
+    "2015-07-28",
+    "2015-08-07",
+    "2015-08-19",
+    "2015-09-03",
+    "2015-09-08",
+    "2015-09-23",
+    "2015-10-01",
+    "2015-10-12",
+    "2015-10-16",
+    "2016-02-03",
+    "2016-02-19",
+    "2016-02-22",
+    "2016-02-23",
+    "2016-02-29",
+    "2016-03-07",
+    "2016-06-15",
+    "2016-07-06",
+    "2016-10-19",
+    "2017-01-27",
+    "2017-02-14",
+    "2017-04-06",
+    "2017-05-25",
+    "2017-06-05",
+    "2017-08-15",
+    "2017-12-14",
+    "2018-01-23",
+    "2018-02-05",
+    "2018-02-06",
+    "2018-02-28",
+    "2018-05-21",
+    "2018-07-27",
+    "2018-08-23",
+    "2018-09-06",
+    "2018-09-24",
+    "2018-10-31",
+    "2018-11-08",
+    "2019-02-11",
+    "2019-02-19",
+    "2019-03-14",
+    "2019-05-16",
+    "2019-08-14",
+    "2019-09-09",
+    "2019-10-08",
+    "2019-10-17",
+    "2019-11-05",
+    "2019-12-03",
+    "2020-03-02",
+    "2020-08-27",
+    "2022-08-01",
+    "2022-11-15",
+    "2023-08-16",
+    "2023-10-16",
+    "2024-04-10",
+    "2024-06-20",
+    "2024-09-30.acacia",
+    "2024-10-28.acacia",
+    "2024-11-20.acacia",
+    "2024-12-18.acacia",
+    "2025-01-27.acacia",
+    "2025-02-24.acacia",
+    "2025-03-31.basil",
+    "2025-04-30.basil",
+    "2025-05-28.basil",
+    "2025-06-30.basil",
+    "2025-07-30.basil",
+    "2025-08-27.basil",
+    "2025-09-30.clover",
+    "2025-10-29.clover",
+    "2025-11-17.clover",
+    "2025-12-15.clover",
+    "2026-01-28.clover",
+    "2026-02-25.clover",
+    "2026-03-25.dahlia",
+    "2026-04-22.dahlia",
+    "2026-05-27.dahlia",
+    "2026-06-24.dahlia",
+    "2026-07-29.dahlia",
+    "2026-08-26.dahlia",
+    "2026-09-30.endive",
+    "2026-10-28.endive",
 ];
 /// The newest version the simulator knows (what current SDKs send).
 pub const LATEST_API_VERSION: &str = "2026-10-28.endive";
 
-/// Refuses a `Stripe-Version` Stripe would not know: a date with the name of its major release
-/// (`2026-07-29.dahlia`), or a bare date before names began, and none newer than the latest.
+/// Refuses a `Stripe-Version` Stripe never released, with Stripe's `api_version_invalid`.
 pub fn check_version(version: &str) -> Result<(), StripeError> {
-    let (date, name) = version.split_once('.').map_or((version, None), |(d, n)| (d, Some(n)));
-    let well_formed = date.len() == 10
-        && date
-            .bytes()
-            .enumerate()
-            .all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
-    let major = MAJORS.iter().rev().find(|(start, _)| date >= *start).map(|(_, n)| *n);
-    let known = well_formed && date <= &LATEST_API_VERSION[..10] && name == major;
-    if known { Ok(()) } else { Err(StripeError::invalid_version(version)) }
+    if KNOWN_API_VERSIONS.contains(&version) { Ok(()) } else { Err(StripeError::invalid_version(version)) }
 }
 
+/// Renders a stored (current-shape) object for `version`: callers pinned before
+/// 2025-03-31.basil read period fields on the subscription and `invoice.subscription`, which we
+/// add; later callers get the stored shape.
 pub fn render(object: &Value, version: &str) -> Value {
     let mut out = object.clone();
     if version >= BASIL {
@@ -331,7 +451,6 @@ fn legacy_shape(object: &mut Value) {
     }
 }
 
-/// Replaces the expandable ids named by `expand` (dot paths) with the objects they name.
 /// A Checkout Session's line items, as the list Stripe returns (expanded or at `…/line_items`).
 pub fn checkout_line_items(world: &World, session: &str) -> Value {
     let items: Vec<Value> =
@@ -345,43 +464,42 @@ pub fn checkout_line_items(world: &World, session: &str) -> Value {
 }
 
 /// Fields Stripe returns only when asked for with `expand[]` ("includable"): an invoice's
-/// `payments`. Removed from `object` (an object, a list of them, or an event) unless `paths`
-/// asks for them.
+/// `payments`. Removed from every invoice in `object`, wherever it sits (the object itself, a
+/// list's items, an invoice expanded into a subscription or a Checkout Session, an event's
+/// subject), unless `paths` names that invoice's `payments` by its full path:
+/// `payments`, `data.payments`, `latest_invoice.payments`, `invoice.payments`.
 pub fn drop_includables(object: &mut Value, paths: &[String]) {
-    let asked = |p: &str| paths.iter().any(|x| x == p);
-    if let Some(items) = object.get_mut("data").and_then(Value::as_array_mut) {
-        let keep = asked("data.payments");
-        for item in items {
-            if item["object"] == "invoice" && !keep {
-                strip(item, "payments");
+    drop_includables_at(object, "", paths);
+}
+
+fn drop_includables_at(node: &mut Value, prefix: &str, paths: &[String]) {
+    match node {
+        Value::Object(map) => {
+            if map.get("object").and_then(Value::as_str) == Some("invoice") {
+                let asked = format!("{prefix}payments");
+                if !paths.contains(&asked) {
+                    map.remove("payments");
+                }
+            }
+            for (key, child) in map.iter_mut() {
+                drop_includables_at(child, &format!("{prefix}{key}."), paths);
             }
         }
-    }
-    if object["object"] == "invoice" && !asked("payments") {
-        strip(object, "payments");
-    }
-    let is_event = object["object"] == "event";
-    let inner = object.get_mut("data").and_then(|d| d.get_mut("object"));
-    if let Some(invoice) = inner.filter(|o| is_event && o["object"] == "invoice") {
-        strip(invoice, "payments");
-    }
-}
-
-fn strip(object: &mut Value, field: &str) {
-    if let Some(map) = object.as_object_mut() {
-        map.remove(field);
+        // A list's items are named through the list's field: `data.payments`.
+        Value::Array(items) => {
+            for item in items {
+                drop_includables_at(item, prefix, paths);
+            }
+        }
+        _ => {}
     }
 }
 
+/// Replaces the expandable ids named by `expand` (dot paths) with the objects they name.
 pub fn expand(world: &World, object: &mut Value, paths: &[String], version: &str) {
     for path in paths {
-        // A Checkout Session's line items are not an id to look up: they are its own list.
-        if path == "line_items" && object["object"] == "checkout.session" {
-            let id = object["id"].as_str().unwrap_or_default().to_owned();
-            object["line_items"] = checkout_line_items(world, &id);
-            continue;
-        }
-        expand_path(world, object, &path.split('.').collect::<Vec<_>>(), version, 0);
+        let segments: Vec<&str> = path.split('.').collect();
+        expand_path(world, object, &segments, version, 0);
     }
 }
 
@@ -398,9 +516,62 @@ fn expand_path(world: &World, node: &mut Value, path: &[&str], version: &str, de
         }
         return;
     }
+    // A Checkout Session's line items are not an id to look up: they are its own list.
+    if *head == "line_items" && node["object"] == "checkout.session" {
+        let id = node["id"].as_str().unwrap_or_default().to_owned();
+        node["line_items"] = checkout_line_items(world, &id);
+        return expand_path(world, &mut node["line_items"], rest, version, depth + 1);
+    }
     let Some(field) = node.get_mut(*head) else { return };
     if let Some(found) = field.as_str().and_then(|id| world.get(id)) {
         *field = render(found, version);
     }
     expand_path(world, field, rest, version, depth + 1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_versions_stripe_released_are_known() {
+        for known in
+            ["2025-03-31.basil", "2026-07-29.dahlia", "2026-10-28.endive", "2024-06-20", LATEST_API_VERSION]
+        {
+            assert!(check_version(known).is_ok(), "{known}");
+        }
+        assert!(check_version(CURRENT_API_VERSION).is_ok());
+        // Well-formed, right major name, but never released; a date Stripe never used; a real
+        // date under another major's name; the Dashboard's own version; garbage.
+        for unknown in
+            ["2026-08-01.dahlia", "2019-01-01", "2026-07-29.endive", "2025-03-01.dashboard", "latest", ""]
+        {
+            let e = check_version(unknown).unwrap_err();
+            assert_eq!((e.status, e.code.as_deref()), (400, Some("api_version_invalid")), "{unknown}");
+        }
+        let mut sorted = KNOWN_API_VERSIONS.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(sorted, KNOWN_API_VERSIONS, "kept in release order");
+        assert_eq!(KNOWN_API_VERSIONS.last(), Some(&LATEST_API_VERSION));
+    }
+
+    #[test]
+    fn an_invoices_payments_come_only_when_its_own_path_is_expanded() {
+        let invoice = json!({"object": "invoice", "id": "in_1", "payments": {"object": "list", "data": []}});
+        let sub = json!({"object": "subscription", "latest_invoice": invoice.clone()});
+        let list = json!({"object": "list", "data": [sub.clone()]});
+        let event = json!({"object": "event", "data": {"object": invoice.clone()}});
+        let kept = |mut v: Value, paths: &[&str], pointer: &str| {
+            drop_includables(&mut v, &paths.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>());
+            v.pointer(pointer).is_some()
+        };
+        assert!(!kept(invoice.clone(), &[], "/payments"));
+        assert!(kept(invoice.clone(), &["payments"], "/payments"));
+        assert!(!kept(sub.clone(), &["latest_invoice"], "/latest_invoice/payments"));
+        assert!(!kept(sub.clone(), &["payments"], "/latest_invoice/payments"), "another object's path");
+        assert!(kept(sub, &["latest_invoice.payments"], "/latest_invoice/payments"));
+        assert!(!kept(list.clone(), &["data.latest_invoice"], "/data/0/latest_invoice/payments"));
+        assert!(kept(list, &["data.latest_invoice.payments"], "/data/0/latest_invoice/payments"));
+        assert!(!kept(event, &["payments", "data.payments"], "/data/object/payments"));
+    }
 }

@@ -1,11 +1,12 @@
 //! The simulator's real-world conditions through its HTTP API: latency on every call, Stripe's
 //! 429 past the rate limit, seeded 500s before and after a write (the Idempotency-Key makes a
-//! retry safe either way), and keys the conditions leave alone.
+//! retry safe either way), and keys the conditions leave alone; `Simulator::stats` counts what
+//! the conditions did.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
-use stripe_sim::{Conditions, SimSettings, Simulator};
+use stripe_sim::{Conditions, SimSettings, SimStats, Simulator};
 
 const KEY: &str = "sk_test_fake_conditions";
 const EXEMPT: &str = "sk_test_fake_exempt";
@@ -44,6 +45,7 @@ async fn every_call_waits_the_latency_and_exempt_keys_do_not() {
     let started = Instant::now();
     assert!(post(&sim, EXEMPT, "/v1/customers", &[], None).await.status().is_success());
     assert!(started.elapsed() < Duration::from_millis(200), "{:?}", started.elapsed());
+    assert_eq!(sim.stats(), SimStats::default(), "slow is not failing");
 }
 
 #[tokio::test]
@@ -57,6 +59,11 @@ async fn past_the_rate_limit_calls_get_stripes_429() {
         }
     }
     assert!(limited.len() >= 10, "a burst of 20 against 5 a second is mostly refused: {}", limited.len());
+    assert_eq!(
+        sim.stats(),
+        SimStats { rate_limited: limited.len() as u64, ..SimStats::default() },
+        "every 429 counted, and nothing else"
+    );
     let r = limited.pop().unwrap();
     assert_eq!(r.headers()["stripe-rate-limited-reason"], "global-rate");
     let body: serde_json::Value = r.json().await.unwrap();
@@ -80,6 +87,7 @@ async fn failures_come_before_and_after_writes_and_the_key_makes_retries_safe() 
     })
     .await;
     let mut failures = 0;
+    let mut timeouts = 0;
     for i in 0..20 {
         let email = format!("c{i}@fail.test");
         let key = format!("create-{i}");
@@ -93,6 +101,7 @@ async fn failures_come_before_and_after_writes_and_the_key_makes_retries_safe() 
             }
             // 500 before or after the write, or 504 once a held ("timed out") call gives up.
             assert!(matches!(r.status().as_u16(), 500 | 504), "{}", r.status());
+            timeouts += usize::from(r.status() == 504);
             let body: serde_json::Value = r.json().await.unwrap();
             assert_eq!(body["error"]["type"], "api_error");
             failures += 1;
@@ -124,4 +133,8 @@ async fn failures_come_before_and_after_writes_and_the_key_makes_retries_safe() 
         after > 0 && after < failures,
         "some 500s came after the write, some before: {after} of {failures}"
     );
+    let stats = sim.stats();
+    assert_eq!((stats.failed, stats.failed_after_write), (failures as u64, after as u64));
+    assert_eq!(stats.timed_out, timeouts as u64, "{stats:?}");
+    assert_eq!(stats.rate_limited, 0, "{stats:?}");
 }

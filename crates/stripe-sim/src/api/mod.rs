@@ -82,6 +82,11 @@ pub fn route(world: &mut World, shared: &Shared, req: &Req) -> Result<Value> {
         }
 
         ["checkout", "sessions"] if post => create_checkout_session(world, shared, req),
+        ["checkout", "sessions"] if get => list(world, req, "checkout.session", |o, q| {
+            q.str_param("customer").is_none_or(|c| o["customer"] == c)
+                && q.str_param("status").is_none_or(|st| o["status"] == st)
+                && q.str_param("subscription").is_none_or(|sub| o["subscription"] == sub)
+        }),
         ["checkout", "sessions", id] if get => world.fetch("checkout.session", id),
         ["checkout", "sessions", id, "expire"] if post => expire_checkout_session(world, id),
         ["checkout", "sessions", id, "line_items"] if get => {
@@ -239,6 +244,12 @@ fn now_for(world: &World, req: &Req) -> i64 {
 }
 
 fn create_customer(world: &mut World, req: &Req) -> Result<Value> {
+    // A payment method that cannot be attached refuses the whole call: no customer is left behind.
+    if let Some(pm) = req.params.str_param("payment_method") {
+        let card = billing::card_of(world, pm)
+            .ok_or_else(|| StripeError::no_such_param("PaymentMethod", pm, "payment_method"))?;
+        card.check_attach()?;
+    }
     let clock = req.params.str_param("test_clock").map(str::to_owned);
     if let Some(c) = &clock {
         world
@@ -263,7 +274,8 @@ fn create_customer(world: &mut World, req: &Req) -> Result<Value> {
     let id = customer["id"].as_str().unwrap_or_default().to_owned();
     let mut customer = customer;
     if let Some(pm) = req.params.str_param("payment_method") {
-        let attached = attach_payment_method(world, pm, &id)?;
+        let attached =
+            attach_payment_method(world, pm, &id).map_err(|e| in_param(e, pm, "payment_method"))?;
         if let Some(c) = world.get_mut(&id) {
             c["invoice_settings"]["default_payment_method"] = attached["id"].clone();
             customer = c.clone();
@@ -283,7 +295,7 @@ fn update_customer(world: &mut World, req: &Req, id: &str) -> Result<Value> {
     }
     after["metadata"] = merge_metadata(&before["metadata"], &req.params)?;
     if let Some(pm) = req.params["invoice_settings"].str_param("default_payment_method") {
-        let pm = resolve_payment_method(world, pm, id)?;
+        let pm = resolve_payment_method(world, pm, id, "invoice_settings[default_payment_method]")?;
         after["invoice_settings"]["default_payment_method"] = json!(pm);
     }
     let previous = billing::previous_attributes(&before, &after);
@@ -423,12 +435,13 @@ fn update_price(world: &mut World, req: &Req, id: &str) -> Result<Value> {
     update_simple(world, req, "price", id, &["active", "nickname", "lookup_key"])
 }
 
-/// Attaches a test token (`pm_card_visa`, …) or an existing payment method to a customer.
+/// Attaches a test PaymentMethod (`pm_card_visa`, …) or an existing payment method to a
+/// customer. Anything else (a card number, a `tok_…`) is no PaymentMethod: 404, as at Stripe.
 pub fn attach_payment_method(world: &mut World, pm: &str, customer: &str) -> Result<Value> {
     world
         .fetch("customer", customer)
         .map_err(|_| StripeError::no_such_param("customer", customer, "customer"))?;
-    let card = billing::card_of(world, pm).ok_or_else(|| StripeError::no_such("payment_method", pm))?;
+    let card = billing::card_of(world, pm).ok_or_else(|| StripeError::no_such("PaymentMethod", pm))?;
     card.check_attach()?;
     let now = world.customer_now(customer);
     let existing = world.get(pm).cloned();
@@ -515,13 +528,30 @@ fn resume_subscription(world: &mut World, id: &str) -> Result<Value> {
     Ok(resumed)
 }
 
-/// A payment method the customer can be charged with: an existing one by id, or a test token
-/// (`pm_card_…`) attached to the customer first, as Stripe does in test mode.
-fn resolve_payment_method(world: &mut World, pm: &str, customer: &str) -> Result<String> {
-    if world.get(pm).is_some() {
+/// A payment method the customer can be charged with, named by the body parameter `param`: one
+/// of the customer's own by id, or a test PaymentMethod (`pm_card_…`) attached to the customer
+/// first, as Stripe does in test mode.
+fn resolve_payment_method(world: &mut World, pm: &str, customer: &str, param: &str) -> Result<String> {
+    if let Some(existing) = world.get(pm).filter(|o| o["object"] == "payment_method") {
+        if existing["customer"] != customer {
+            return Err(StripeError::invalid(
+                param,
+                &format!(
+                    "The customer does not have a payment method with the ID {pm}. The payment method must be \
+                     attached to the customer."
+                ),
+            ));
+        }
         return Ok(pm.to_owned());
     }
-    Ok(attach_payment_method(world, pm, customer)?["id"].as_str().unwrap_or_default().to_owned())
+    let attached = attach_payment_method(world, pm, customer).map_err(|e| in_param(e, pm, param))?;
+    Ok(attached["id"].as_str().unwrap_or_default().to_owned())
+}
+
+/// An unknown payment method named in a body parameter is a 400 naming that parameter (a 404 is
+/// for ids in the path).
+fn in_param(e: StripeError, pm: &str, param: &str) -> StripeError {
+    if e.status == 404 { StripeError::no_such_param("PaymentMethod", pm, param) } else { e }
 }
 
 /// A new subscription's metadata and billing mode, from its create parameters (or Checkout's
@@ -657,7 +687,7 @@ pub fn complete_checkout(
         )));
     }
     let card = Card::from_token(payment_method)
-        .ok_or_else(|| StripeError::no_such_param("payment_method", payment_method, "payment_method"))?;
+        .ok_or_else(|| StripeError::no_such_param("PaymentMethod", payment_method, "payment_method"))?;
     let items = world.checkout_items.get(id).cloned().unwrap_or(Value::Null);
     let quantity = match quantity {
         Some(q) => {
@@ -747,7 +777,7 @@ fn create_subscription(world: &mut World, shared: &Shared, req: &Req) -> Result<
         return Err(StripeError::invalid("items[0][quantity]", "must be at least 1"));
     }
     let default_pm = match req.params.str_param("default_payment_method") {
-        Some(pm) => Some(resolve_payment_method(world, pm, &customer)?),
+        Some(pm) => Some(resolve_payment_method(world, pm, &customer, "default_payment_method")?),
         None => None,
     };
     let (metadata, billing_mode) = new_subscription_fields(&req.params)?;
@@ -835,7 +865,7 @@ fn update_subscription(world: &mut World, shared: &Shared, req: &Req, id: &str) 
     let cancel_at_period_end = req.params.bool_param("cancel_at_period_end")?;
     // A test token (`pm_card_…`) is attached to the customer first, as Stripe does in test mode.
     let default_pm = match req.params.str_param("default_payment_method") {
-        Some(pm) => Some(resolve_payment_method(world, pm, &customer)?),
+        Some(pm) => Some(resolve_payment_method(world, pm, &customer, "default_payment_method")?),
         None => None,
     };
 
@@ -1040,7 +1070,7 @@ fn pay_invoice(world: &mut World, shared: &Shared, req: &Req, id: &str) -> Resul
     }
     let customer = invoice["customer"].as_str().unwrap_or_default().to_owned();
     if let Some(pm) = req.params.str_param("payment_method") {
-        let attached = resolve_payment_method(world, pm, &customer)?;
+        let attached = resolve_payment_method(world, pm, &customer, "payment_method")?;
         let sub_id =
             invoice["parent"]["subscription_details"]["subscription"].as_str().unwrap_or_default().to_owned();
         if let Some(s) = world.get_mut(&sub_id) {
@@ -1062,6 +1092,24 @@ fn pay_invoice(world: &mut World, shared: &Shared, req: &Req, id: &str) -> Resul
 
 /// Completes (or fails) the authentication a payment intent waits for.
 fn authenticate(world: &mut World, shared: &Shared, req: &Req, id: &str) -> Result<Value> {
+    let succeed = match req.params.str_param("outcome").unwrap_or("succeed") {
+        "succeed" => true,
+        "fail" => false,
+        _ => return Err(StripeError::invalid("outcome", "must be succeed or fail")),
+    };
+    authenticate_payment(world, &shared.settings.billing, id, succeed)
+}
+
+/// The customer answers the 3-D Secure challenge of payment intent `id` (the test helper and
+/// the hosted invoice page both end here). Passed: the invoice it pays is charged again, now
+/// authenticated, and the card is set up for later off-session payments. Failed: the intent
+/// waits for another payment method.
+pub fn authenticate_payment(
+    world: &mut World,
+    settings: &billing::Settings,
+    id: &str,
+    succeed: bool,
+) -> Result<Value> {
     let pi = world.fetch("payment_intent", id)?;
     if pi["status"] != "requires_action" {
         return Err(StripeError::state("This PaymentIntent does not require action."));
@@ -1072,28 +1120,25 @@ fn authenticate(world: &mut World, shared: &Shared, req: &Req, id: &str) -> Resu
         .values()
         .find(|o| o["object"] == "invoice" && o["payments"]["data"][0]["payment"]["payment_intent"] == id)
         .and_then(|o| o["id"].as_str().map(str::to_owned));
-    match req.params.str_param("outcome").unwrap_or("succeed") {
-        "succeed" => {
-            world.set_up.insert(customer.clone());
-            if let Some(invoice) = invoice {
-                world.authenticated.insert(invoice.clone());
-                let now = world.customer_now(&customer);
-                billing::attempt_payment(world, &shared.settings.billing, &invoice, false, now);
-            }
-            world.fetch("payment_intent", id)
+    if succeed {
+        if let Some(pm) = pi["payment_method"].as_str() {
+            world.set_up.insert(pm.to_owned());
         }
-        "fail" => {
-            let mut failed = pi;
-            failed["status"] = json!("requires_payment_method");
-            failed["next_action"] = Value::Null;
-            failed["last_payment_error"] = json!({"type": "card_error", "code": "payment_intent_authentication_failure",
-                "message": "The provided PaymentMethod has failed authentication."});
-            world.put(failed.clone());
-            world.emit("payment_intent.payment_failed", &failed, None, None);
-            Ok(failed)
+        if let Some(invoice) = invoice {
+            world.authenticated.insert(invoice.clone());
+            let now = world.customer_now(&customer);
+            billing::attempt_payment(world, settings, &invoice, false, now);
         }
-        _ => Err(StripeError::invalid("outcome", "must be succeed or fail")),
+        return world.fetch("payment_intent", id);
     }
+    let mut failed = pi;
+    failed["status"] = json!("requires_payment_method");
+    failed["next_action"] = Value::Null;
+    failed["last_payment_error"] = json!({"type": "card_error", "code": "payment_intent_authentication_failure",
+        "message": "The provided PaymentMethod has failed authentication."});
+    world.put(failed.clone());
+    world.emit("payment_intent.payment_failed", &failed, None, None);
+    Ok(failed)
 }
 
 fn create_portal_configuration(world: &mut World, req: &Req) -> Result<Value> {

@@ -1,7 +1,9 @@
-//! Owns the simulator's tiny hosted pages: a Checkout page (pick a test card, pay, pass or fail
-//! 3-D Secure) that redirects to the success URL, showing the product, seats and total, and a
-//! customer portal (seats, plan, cancel at period end, invoice history with dates, payment
-//! method) that returns to the return URL. Plain HTML forms, all escaped.
+//! Owns the simulator's tiny hosted pages: a Checkout page (pick a test card or type a test card
+//! number, pay, pass or fail 3-D Secure) that redirects to the success URL, showing the product,
+//! seats and total; a customer portal (seats, plan, cancel at period end, invoice history with
+//! dates, payment method) that returns to the return URL; and the hosted invoice page every
+//! finalized invoice links to (`hosted_invoice_url`), where a payment waiting for 3-D Secure is
+//! authenticated and paid. Plain HTML forms, all escaped.
 
 use std::sync::Arc;
 
@@ -91,7 +93,7 @@ fn checkout_form(session: &Value, items: &Value, product: &str, error: Option<&s
     format!(
         "{}<h2>{}</h2><p>{} per seat / {interval}</p><p><strong>Total due today: {} for {quantity} seat{}</strong>, \
          then {} every {interval}.</p><form method=\"post\">{quantity_input}<fieldset><legend>Test card</legend>{cards}\
-         </fieldset><button type=\"submit\">Subscribe</button></form><p><a href=\"{}\">Cancel</a></p>",
+         {NUMBER_INPUT}</fieldset><button type=\"submit\">Subscribe</button></form><p><a href=\"{}\">Cancel</a></p>",
         error.map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))).unwrap_or_default(),
         escape(product),
         money(unit),
@@ -101,6 +103,22 @@ fn checkout_form(session: &Value, items: &Value, product: &str, error: Option<&s
         escape(session["cancel_url"].as_str().unwrap_or("/")),
         interval = escape(interval),
     )
+}
+
+/// Where Stripe takes card numbers: its hosted card forms. A number filled in wins over the
+/// chosen test card.
+const NUMBER_INPUT: &str = "<label>Or a test card number <input name=\"number\" inputmode=\"numeric\" \
+                            autocomplete=\"cc-number\"></label>";
+
+/// The test PaymentMethod a card form's answer stands for: the typed number's, else the chosen
+/// card's; an error message for a number that is not a test card.
+fn chosen_card(params: &Value) -> Result<String, String> {
+    match params.str_param("number").filter(|n| !n.trim().is_empty()) {
+        Some(number) => Card::from_number(number)
+            .map(|c| c.token().to_owned())
+            .ok_or_else(|| "Your card number is not one of Stripe's test cards.".to_owned()),
+        None => Ok(params.str_param("card").unwrap_or("pm_card_visa").to_owned()),
+    }
 }
 
 pub async fn checkout_page(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
@@ -133,10 +151,11 @@ pub async fn checkout_submit(
     body: Bytes,
 ) -> Response {
     let params = form::decode(&body).unwrap_or(Value::Null);
-    let card = params.str_param("card").unwrap_or("pm_card_visa").to_owned();
     let quantity = params.int_param("quantity").ok().flatten();
-    let needs_challenge =
-        matches!(Card::from_token(&card), Some(Card::AuthenticateUnlessSetUp | Card::AlwaysAuthenticate));
+    let card = chosen_card(&params);
+    let needs_challenge = card.as_deref().is_ok_and(|c| {
+        matches!(Card::from_token(c), Some(Card::AuthenticateUnlessSetUp | Card::AlwaysAuthenticate))
+    });
     let mut world = shared.world.lock().await;
     let Ok(session) = world.fetch("checkout.session", &id) else {
         return (StatusCode::NOT_FOUND, page("Not found", "<p>No such Checkout Session.</p>"))
@@ -144,6 +163,13 @@ pub async fn checkout_submit(
     };
     let items = world.checkout_items.get(&id).cloned().unwrap_or(Value::Null);
     let product = product_name(&world, &items);
+    let card = match card {
+        Ok(card) => card,
+        Err(message) => {
+            return page("Checkout", &checkout_form(&session, &items, &product, Some(&message)))
+                .into_response();
+        }
+    };
     match (needs_challenge, params.str_param("auth")) {
         (true, None) => {
             let q = quantity
@@ -302,7 +328,7 @@ pub async fn portal_page(State(shared): State<Arc<Shared>>, Path(id): Path<Strin
         .collect();
     body.push_str(&format!(
         "<h2>Payment method</h2><p>{}</p><form method=\"post\"><label>New card <select name=\"card\">{cards}</select></label>\
-         <button name=\"action\" value=\"payment_method\">Update payment method</button></form>",
+         {NUMBER_INPUT}<button name=\"action\" value=\"payment_method\">Update payment method</button></form>",
         escape(&current)
     ));
     body.push_str(&format!(
@@ -326,8 +352,9 @@ pub async fn portal_submit(
     };
     if params.str_param("action") == Some("payment_method") {
         let customer = session["customer"].as_str().unwrap_or_default().to_owned();
-        let card = params.str_param("card").unwrap_or("pm_card_visa");
-        let attached = super::attach_payment_method(&mut world, card, &customer);
+        let attached = chosen_card(&params)
+            .map_err(crate::error::StripeError::state)
+            .and_then(|card| super::attach_payment_method(&mut world, &card, &customer));
         let method = match attached {
             Ok(m) => m["id"].as_str().unwrap_or_default().to_owned(),
             Err(e) => {
@@ -402,4 +429,142 @@ pub async fn portal_submit(
         )
             .into_response()
     }
+}
+
+/// The invoice's payment intent, when its payment waits for the customer's 3-D Secure answer.
+fn intent_awaiting_action(world: &crate::world::World, invoice: &Value) -> Option<Value> {
+    let pi = invoice["payments"]["data"][0]["payment"]["payment_intent"].as_str()?;
+    world.get(pi).filter(|pi| invoice["status"] == "open" && pi["status"] == "requires_action").cloned()
+}
+
+/// The hosted invoice page's body: what is billed and when, what it costs, where it stands,
+/// and, while its payment waits for 3-D Secure, the challenge.
+fn invoice_body(world: &crate::world::World, invoice: &Value, error: Option<&str>) -> String {
+    let mut body = String::new();
+    if let Some(e) = error {
+        body.push_str(&format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)));
+    }
+    let customer = [&invoice["customer_name"], &invoice["customer_email"]]
+        .iter()
+        .filter_map(|v| v.as_str())
+        .map(escape)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if !customer.is_empty() {
+        body.push_str(&format!("<p>Billed to {customer}</p>"));
+    }
+    let issued = match &invoice["status_transitions"]["finalized_at"] {
+        Value::Null => &invoice["created"],
+        at => at,
+    };
+    body.push_str(&format!("<p>Issued {}</p>", date(issued)));
+    let lines: String = invoice["lines"]["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            format!(
+                "<tr><td>{}</td><td>{} – {}</td><td>{}</td></tr>",
+                escape(l["description"].as_str().unwrap_or("")),
+                date(&l["period"]["start"]),
+                date(&l["period"]["end"]),
+                money(l["amount"].as_i64().unwrap_or(0))
+            )
+        })
+        .collect();
+    body.push_str(&format!(
+        "<table><thead><tr><th>Description</th><th>Period</th><th>Amount</th></tr></thead><tbody>{lines}</tbody></table>\
+         <p>Total: {}</p>",
+        money(invoice["total"].as_i64().unwrap_or(0))
+    ));
+    let credit = invoice["starting_balance"].as_i64().unwrap_or(0);
+    if credit < 0 {
+        body.push_str(&format!("<p>Credit applied: {}</p>", money(credit)));
+    }
+    match invoice["status"].as_str() {
+        Some("paid") => body.push_str(&format!(
+            "<p><strong>Paid</strong> on {}: {}</p>",
+            date(&invoice["status_transitions"]["paid_at"]),
+            money(invoice["amount_paid"].as_i64().unwrap_or(0))
+        )),
+        Some("void") => body.push_str("<p><strong>Void</strong>: this invoice will not be collected.</p>"),
+        _ => {
+            body.push_str(&format!(
+                "<p><strong>Amount due: {}</strong> (status: {})</p>",
+                money(invoice["amount_remaining"].as_i64().unwrap_or(0)),
+                escape(invoice["status"].as_str().unwrap_or("open"))
+            ));
+            if let Some(pi) = intent_awaiting_action(world, invoice) {
+                let card = pi["payment_method"]
+                    .as_str()
+                    .and_then(|pm| world.get(pm))
+                    .and_then(|pm| pm["card"]["last4"].as_str())
+                    .map(|l| format!(" with the card ending in {}", escape(l)))
+                    .unwrap_or_default();
+                body.push_str(&format!(
+                    "<p>Your bank asks you to confirm this payment{card}.</p><form method=\"post\">\
+                     <button name=\"auth\" value=\"succeed\">Complete authentication</button>\
+                     <button name=\"auth\" value=\"fail\">Fail authentication</button></form>"
+                ));
+            } else if !invoice["next_payment_attempt"].is_null() {
+                body.push_str(&format!(
+                    "<p>The next payment attempt is on {}.</p>",
+                    date(&invoice["next_payment_attempt"])
+                ));
+            }
+        }
+    }
+    body
+}
+
+/// The invoice a hosted invoice URL names: finalized ones only (a draft has no page yet).
+fn hosted_invoice(world: &crate::world::World, id: &str) -> Option<Value> {
+    world.fetch("invoice", id).ok().filter(|i| i["status"] != "draft")
+}
+
+fn invoice_title(invoice: &Value) -> String {
+    format!("Invoice {}", invoice["number"].as_str().or(invoice["id"].as_str()).unwrap_or_default())
+}
+
+pub async fn invoice_page(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let world = shared.world.lock().await;
+    let Some(invoice) = hosted_invoice(&world, &id) else {
+        return (StatusCode::NOT_FOUND, page("Not found", "<p>No such invoice.</p>")).into_response();
+    };
+    page(&invoice_title(&invoice), &invoice_body(&world, &invoice, None)).into_response()
+}
+
+/// Answers the 3-D Secure challenge as the test helper does; a pass pays the invoice, and the
+/// page then shows it paid.
+pub async fn invoice_submit(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let params = form::decode(&body).unwrap_or(Value::Null);
+    let mut world = shared.world.lock().await;
+    let Some(invoice) = hosted_invoice(&world, &id) else {
+        return (StatusCode::NOT_FOUND, page("Not found", "<p>No such invoice.</p>")).into_response();
+    };
+    let Some(pi) = intent_awaiting_action(&world, &invoice) else {
+        let body =
+            invoice_body(&world, &invoice, Some("This invoice has no payment waiting for authentication."));
+        return (StatusCode::BAD_REQUEST, page(&invoice_title(&invoice), &body)).into_response();
+    };
+    let succeed = params.str_param("auth") == Some("succeed");
+    let pi_id = pi["id"].as_str().unwrap_or_default().to_owned();
+    let result = super::authenticate_payment(&mut world, &shared.settings.billing, &pi_id, succeed);
+    let after = hosted_invoice(&world, &id).unwrap_or(invoice);
+    let error = match result {
+        Err(e) => Some(e.message),
+        Ok(_) if !succeed => Some("We are unable to authenticate your payment method.".to_owned()),
+        Ok(_) => None,
+    };
+    let answer = match error {
+        None => Redirect::to(&format!("/invoice/{id}")).into_response(),
+        Some(e) => page(&invoice_title(&after), &invoice_body(&world, &after, Some(&e))).into_response(),
+    };
+    drop(world);
+    shared.wake.notify_one();
+    answer
 }
