@@ -116,6 +116,23 @@ pub struct FreeCounts {
 /// connection inside a transaction, and owning what it reads): on SQLite in the group commit
 /// (see `group`), on PostgreSQL in a transaction of its own. Written once, compiled per database.
 macro_rules! metering_write {
+    // One statement: on PostgreSQL it commits by itself, so it runs without BEGIN and COMMIT (two
+    // round trips fewer on the hottest write, a paid reserve); on SQLite it joins the group.
+    ($store:expr, single |$conn:ident| $body:expr) => {
+        match $store.writer() {
+            super::Db::Sqlite(pool) => {
+                $store
+                    .grouped(pool, move |$conn: &mut sqlx::SqliteConnection| Box::pin(async move { $body }))
+                    .await
+            }
+            super::Db::Postgres(pool) => {
+                let mut connection = pool.acquire().await?;
+                let $conn: &mut sqlx::PgConnection = &mut *connection;
+                let value: Result<_, sqlx::Error> = $body;
+                Ok(value?)
+            }
+        }
+    };
     ($store:expr, |$conn:ident| $body:expr) => {
         match $store.writer() {
             super::Db::Sqlite(pool) => {
@@ -214,22 +231,25 @@ impl Store {
         expires_at: Timestamp,
     ) -> StoreResult<()> {
         let (tenant_id, id) = (tenant_id.to_owned(), id.to_owned());
-        metering_write!(self, |conn| {
-            sqlx::query(
-                "INSERT INTO usage_reservations \
+        metering_write!(
+            self,
+            single | conn | {
+                sqlx::query(
+                    "INSERT INTO usage_reservations \
                  (id, tenant_id, metric, tier, window_reset_at, status, created_at, expires_at) \
                  VALUES ($1, $2, $3, $4, NULL, 'open', $5, $6)",
-            )
-            .bind(&id)
-            .bind(&tenant_id)
-            .bind(metric.as_str())
-            .bind(tier.as_str())
-            .bind(now)
-            .bind(expires_at)
-            .execute(&mut *conn)
-            .await
-            .map(|_| ())
-        })
+                )
+                .bind(&id)
+                .bind(&tenant_id)
+                .bind(metric.as_str())
+                .bind(tier.as_str())
+                .bind(now)
+                .bind(expires_at)
+                .execute(&mut *conn)
+                .await
+                .map(|_| ())
+            }
+        )
     }
 
     /// Commits (it counts, exactly once) or releases (it does not) a reservation; repeating the

@@ -86,15 +86,7 @@ impl Drop for Served {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_smtp_unset_an_emails_log_line_names_it_without_its_body_or_link() {
     let s = spawn_with_stripe().await;
-    let (customer, clock) = s.tenant_with_customer("t1", "pm_card_visa").await;
-    let sub = s.subscribe(&customer, &s.prices.team_monthly, "1").await;
-    s.post(
-        &format!("/v1/customers/{customer}"),
-        &[("invoice_settings[default_payment_method]", "pm_card_authenticationRequired")],
-    )
-    .await;
-    s.advance(&clock, sub["items"]["data"][0]["current_period_end"].as_i64().unwrap() + 3600).await;
-    let events = s.events_of(&customer).await;
+    let (_, events) = s.renewal_needing_authentication("t1").await;
     let action = events
         .iter()
         .find(|e| e["type"] == "invoice.payment_action_required")

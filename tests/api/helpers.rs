@@ -642,6 +642,22 @@ impl WithStripe {
         assert!(ready, "test clock never ready");
     }
 
+    /// `tenant` on Team monthly whose first renewal needs 3-D Secure (its default card becomes
+    /// Stripe's authenticate-every-payment card, then its test clock passes the period end):
+    /// (customer, every event the simulator recorded for it).
+    pub async fn renewal_needing_authentication(&self, tenant: &str) -> (String, Vec<Value>) {
+        let (customer, clock) = self.tenant_with_customer(tenant, "pm_card_visa").await;
+        let sub = self.subscribe(&customer, &self.prices.team_monthly, "1").await;
+        self.post(
+            &format!("/v1/customers/{customer}"),
+            &[("invoice_settings[default_payment_method]", "pm_card_authenticationRequired")],
+        )
+        .await;
+        self.advance(&clock, sub["items"]["data"][0]["current_period_end"].as_i64().unwrap() + 3600).await;
+        let events = self.events_of(&customer).await;
+        (customer, events)
+    }
+
     /// Every event the simulator has recorded for `customer`, oldest first, of the types we handle.
     pub async fn events_of(&self, customer: &str) -> Vec<Value> {
         let mut all = Vec::new();

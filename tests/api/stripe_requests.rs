@@ -175,3 +175,33 @@ async fn the_client_does_not_retry_what_stripe_says_not_to() {
     assert!(!err.is_retryable(), "{err}");
     assert_eq!(seen.lock().unwrap().len(), 1, "Stripe-Should-Retry: false is final");
 }
+
+/// The portal's cancel deep link for a subscribed team: the session Stripe is asked for names the
+/// flow and the team's own subscription, and the page answers with the session's URL.
+#[tokio::test]
+async fn the_cancel_deep_link_names_the_teams_subscription() {
+    let (s, proxy) = crate::helpers::spawn_with_stripe_proxy().await;
+    s.post("/v1/billing_portal/configurations", &[("features[invoice_history][enabled]", "true")]).await;
+    let (customer, _) = s.tenant_with_customer("t1", "pm_card_visa").await;
+    let sub = s.subscribe(&customer, &s.prices.team_monthly, "2").await;
+    s.app.state.reconcile(Some("t1"), "test").await.unwrap();
+    let token = s.app.tenant_token("t1");
+    let r = s
+        .app
+        .client
+        .post(s.app.url("/api/billing/portal"))
+        .bearer_auth(&token)
+        .json(&json!({"flow": "subscription_cancel"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let url = r.json::<serde_json::Value>().await.unwrap()["url"].as_str().unwrap().to_owned();
+    let sent = proxy.received(Method::POST, "/v1/billing_portal/sessions");
+    let sent = as_map(&sent[0]);
+    assert_eq!(sent.get("flow_data[type]"), Some(&"subscription_cancel"));
+    assert_eq!(sent.get("flow_data[subscription_cancel][subscription]"), Some(&sub["id"].as_str().unwrap()));
+    assert_eq!(sent.get("customer"), Some(&customer.as_str()));
+    let page = reqwest::get(&url).await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK, "the session's page opens");
+}

@@ -237,15 +237,7 @@ async fn a_failed_payment_starts_grace_once_emails_each_attempt_and_recovery_cle
 #[tokio::test]
 async fn a_renewal_needing_authentication_emails_the_hosted_link_once() {
     let s = spawn_with_stripe().await;
-    let (customer, clock) = s.tenant_with_customer("t1", "pm_card_visa").await;
-    let sub = s.subscribe(&customer, &s.prices.team_monthly, "1").await;
-    s.post(
-        &format!("/v1/customers/{customer}"),
-        &[("invoice_settings[default_payment_method]", "pm_card_authenticationRequired")],
-    )
-    .await;
-    s.advance(&clock, sub["items"]["data"][0]["current_period_end"].as_i64().unwrap() + 3600).await;
-    let events = s.events_of(&customer).await;
+    let (_, events) = s.renewal_needing_authentication("t1").await;
     let action: Vec<&Value> =
         events.iter().filter(|e| e["type"] == "invoice.payment_action_required").collect();
     assert_eq!(action.len(), 1);

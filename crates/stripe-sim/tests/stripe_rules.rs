@@ -553,16 +553,8 @@ async fn the_hosted_invoice_page_shows_the_invoice_and_completes_3d_secure() {
     assert!(!page.contains("Complete authentication"));
 
     // A renewal on a card that always asks for 3-D Secure waits for the customer.
-    w.api
-        .post(
-            &format!("/v1/customers/{customer}"),
-            &[("invoice_settings[default_payment_method]", "pm_card_authenticationRequired")],
-        )
-        .await;
-    let end = sub["items"]["data"][0]["current_period_end"].as_i64().unwrap();
-    w.api.advance(&clock, end + 2 * 3600).await;
-    let invoice_id = s(&w.api.get(&format!("/v1/subscriptions/{sub_id}"), &[]).await["latest_invoice"]);
-    let invoice = w.api.get(&format!("/v1/invoices/{invoice_id}"), &[("expand[]", "payments")]).await;
+    let (end, invoice_id, invoice) =
+        renew_on_a_card_that_always_authenticates(&w, &customer, &clock, &sub).await;
     assert_eq!(invoice["status"], "open");
     let pi = s(&invoice["payments"]["data"][0]["payment"]["payment_intent"]);
     let url = s(&invoice["hosted_invoice_url"]);
@@ -599,11 +591,14 @@ async fn the_hosted_invoice_page_shows_the_invoice_and_completes_3d_secure() {
     assert_eq!(fetch(format!("{}/invoice/in_missing", w.api.base)).await.0, 404);
 }
 
-#[tokio::test]
-async fn failing_3d_secure_on_the_hosted_invoice_page_leaves_it_unpaid() {
-    let w = start().await;
-    let (customer, clock) = w.customer(&[("payment_method", "pm_card_visa")]).await;
-    let sub = w.subscribe(&customer).await;
+/// Makes Stripe's authenticate-every-payment card the customer's default and moves its clock past
+/// the period end: (the period end, the renewal invoice's id, that invoice with its payments).
+async fn renew_on_a_card_that_always_authenticates(
+    w: &World,
+    customer: &str,
+    clock: &str,
+    sub: &Value,
+) -> (i64, String, Value) {
     w.api
         .post(
             &format!("/v1/customers/{customer}"),
@@ -611,10 +606,20 @@ async fn failing_3d_secure_on_the_hosted_invoice_page_leaves_it_unpaid() {
         )
         .await;
     let end = sub["items"]["data"][0]["current_period_end"].as_i64().unwrap();
-    w.api.advance(&clock, end + 2 * 3600).await;
+    w.api.advance(clock, end + 2 * 3600).await;
     let invoice_id =
         s(&w.api.get(&format!("/v1/subscriptions/{}", s(&sub["id"])), &[]).await["latest_invoice"]);
     let invoice = w.api.get(&format!("/v1/invoices/{invoice_id}"), &[("expand[]", "payments")]).await;
+    (end, invoice_id, invoice)
+}
+
+#[tokio::test]
+async fn failing_3d_secure_on_the_hosted_invoice_page_leaves_it_unpaid() {
+    let w = start().await;
+    let (customer, clock) = w.customer(&[("payment_method", "pm_card_visa")]).await;
+    let sub = w.subscribe(&customer).await;
+    let (_, invoice_id, invoice) =
+        renew_on_a_card_that_always_authenticates(&w, &customer, &clock, &sub).await;
     let pi = s(&invoice["payments"]["data"][0]["payment"]["payment_intent"]);
     let page = reqwest::Client::new()
         .post(s(&invoice["hosted_invoice_url"]))
