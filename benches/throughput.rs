@@ -13,8 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::routing::get;
 use hydra_billing::billing::Billing;
 use hydra_billing::config::Config;
 use hydra_billing::domain::clock::Clock;
@@ -22,6 +20,8 @@ use hydra_billing::http::{AppState, Application};
 use hydra_billing::store::Store;
 use hydra_billing::with_db;
 
+#[path = "support/floors.rs"]
+mod floors;
 mod support;
 use support::{SERVICE_TOKEN, sim_post};
 
@@ -86,53 +86,17 @@ where
     (rate, p99)
 }
 
-/// The webhook intake's floor: an axum POST that checks the signature and parses the event,
-/// as the intake must before it stores anything, and answers 200.
-async fn verify_and_parse() -> String {
-    use axum::routing::post;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let secrets = Arc::new(vec![hydra_billing::config::Secret::new("whsec_fake_bench")]);
-    let app = Router::new().route(
-        "/",
-        post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-            let secrets = secrets.clone();
-            async move {
-                let header = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
-                let verified = hydra_billing::http::webhooks::verify_signature(
-                    header,
-                    &body,
-                    &secrets,
-                    Clock::System.now(),
-                );
-                let parsed = serde_json::from_slice::<serde_json::Value>(&body).is_ok();
-                if verified.is_ok() && parsed {
-                    axum::http::StatusCode::OK
-                } else {
-                    axum::http::StatusCode::BAD_REQUEST
-                }
-            }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    base
-}
-
 /// Signed, distinct events posted to `url` from the bench's clients: (rate, p99).
 async fn post_events(url: String) -> (f64, Duration) {
     let client = reqwest::Client::new();
     let counter = Arc::new(AtomicU64::new(0));
+    // Distinct across rounds too: a repeated id would be a cheaper duplicate.
+    let tag = uuid::Uuid::new_v4().simple().to_string();
     timed(move || {
-        let (client, url, counter) = (client.clone(), url.clone(), counter.clone());
+        let (client, url, counter, tag) = (client.clone(), url.clone(), counter.clone(), tag.clone());
         async move {
             let n = counter.fetch_add(1, Ordering::Relaxed);
-            let body = serde_json::to_vec(&serde_json::json!({
-                "id": format!("evt_intake_{n}_{}", uuid::Uuid::new_v4().simple()), "type": "invoice.paid",
-                "livemode": false, "created": 1,
-                "data": {"object": {"object": "invoice", "id": "in_i", "customer": "cus_intake"}},
-            }))
-            .unwrap();
-            let header = stripe_sim::signature_header("whsec_fake_bench", Clock::System.now(), &body);
+            let (header, body) = floors::signed_event(&tag, n, 2_000, Clock::System.now());
             let r = client.post(&url).header("stripe-signature", header).body(body).send().await.unwrap();
             assert!(r.status().is_success());
         }
@@ -144,14 +108,6 @@ async fn post_events(url: String) -> (f64, Duration) {
 fn median(mut rounds: Vec<(f64, Duration)>) -> (f64, Duration) {
     rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
     rounds[rounds.len() / 2]
-}
-
-async fn bare_axum() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = Router::new().route("/", get(|| async { "ok" }));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    base
 }
 
 struct Row {
@@ -345,7 +301,7 @@ async fn bench_db(name: &'static str, db: Store, bare_base: &str) -> Row {
     };
 
     // Intake alone (verify, store, answer; no worker running), beside its floor, alternating.
-    let floor_base = verify_and_parse().await;
+    let floor_base = floors::serve(floors::verify_and_parse()).await;
     let mut intake_rounds = Vec::new();
     let mut floor_rounds = Vec::new();
     for _ in 0..rounds() {
@@ -425,7 +381,7 @@ async fn main() {
         }
         return;
     }
-    let bare = bare_axum().await;
+    let bare = floors::serve(floors::bare_get()).await;
     let dir = tempfile::tempdir().unwrap();
     let sqlite =
         Store::connect(&format!("sqlite://{}", dir.path().join("bench.db").display())).await.unwrap();
