@@ -127,7 +127,7 @@ struct Row {
     storm: Storm,
 }
 
-/// Webhook events per second end to end: signed POSTs (verified and stored) from 16 clients while
+/// Webhook events per second end to end: signed POSTs (verified and stored) from 32 clients while
 /// a worker processes them (each a fetch-and-sync against the simulator).
 async fn bench_webhooks(state: &AppState, base: &str, sim: &str, prices: &[String]) -> f64 {
     let customer =
@@ -185,7 +185,8 @@ async fn bench_webhooks(state: &AppState, base: &str, sim: &str, prices: &[Strin
     processed as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn bench_db(name: &'static str, db: Store, bare_base: &str) -> Row {
+/// The service on `db` against a simulator of its own, served on loopback as `serve` runs it.
+async fn service(db: &Store) -> (stripe_sim::Simulator, Vec<String>, AppState, String) {
     let sim =
         stripe_sim::Simulator::start("127.0.0.1:0".parse().unwrap(), stripe_sim::SimSettings::default())
             .await
@@ -203,6 +204,11 @@ async fn bench_db(name: &'static str, db: Store, bare_base: &str) -> Row {
     tokio::spawn(app.run_until(false, std::future::pending()));
     // As `serve` does: on PostgreSQL the access cache is on while this listener runs.
     tokio::spawn(db.clone().listen_for_changes());
+    (sim, prices, state, base)
+}
+
+async fn bench_db(name: &'static str, db: Store, bare_base: &str) -> Row {
+    let (sim, prices, state, base) = service(&db).await;
     let client = reqwest::Client::new();
     client
         .put(format!("{base}/api/tenants/bench"))
@@ -355,6 +361,21 @@ async fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    // BENCH_ONLY=webhooks: webhooks end to end alone (intake and fetch-and-sync), both databases.
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("webhooks") {
+        let dir = tempfile::tempdir().unwrap();
+        let db =
+            Store::connect(&format!("sqlite://{}", dir.path().join("hooks.db").display())).await.unwrap();
+        let end_to_end = async |db: Store| {
+            let (sim, prices, state, base) = service(&db).await;
+            bench_webhooks(&state, &base, &sim.base_url, &prices).await
+        };
+        println!("webhooks end to end (32 clients), sqlite: {:.0}/s", end_to_end(db).await);
+        if let Some(rate) = support::on_postgres(end_to_end).await {
+            println!("webhooks end to end (32 clients), postgres: {rate:.0}/s");
+        }
+        return;
+    }
     // BENCH_ONLY=storm: the renewal storm alone, on SQLite and (with HYDRA_BENCH_POSTGRES_URL)
     // PostgreSQL: a quick figure while working on it.
     if std::env::var("BENCH_ONLY").as_deref() == Ok("storm") {
@@ -425,7 +446,7 @@ async fn main() {
         line("reserve+commit, paid", db, r.reserve_commit, update);
         line("reserve+commit, paid, 8 clients", db, r.reserve_commit_8, update);
         line("reserve+release, free (locked)", db, r.free_reserve, update);
-        line("webhooks end to end (16 clients)", db, (r.webhooks, Duration::ZERO), None);
+        line("webhooks end to end (32 clients)", db, (r.webhooks, Duration::ZERO), None);
         println!("{:<34} {:<9} {:>9.2}s", "reset job, 100,000 due tenants", db, r.reset_100k.as_secs_f64());
         let st = &r.storm;
         println!(

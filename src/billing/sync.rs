@@ -64,6 +64,8 @@ pub struct Reads {
     /// When the latest invoice was first attempted (a lost failed-payment event's grace start).
     invoice: Option<Option<i64>>,
     entitlements_synced: bool,
+    /// The tenant's columns were written from this read already.
+    applied: bool,
 }
 
 impl Reads {
@@ -156,6 +158,7 @@ impl Billing {
         };
         let mail = trigger.as_ref().and_then(|t| super::email::for_event(t, &self.config.public_url));
         let failed_at = failed_payment.map(|t| t.created);
+        let nothing_of_its_own = mail.is_none() && failed_at.is_none();
         let (access_time, grace_days) = (self.access_time(), self.config.grace_period_days);
         let decide = |row: &TenantRow| {
             let status = chosen.as_ref().map(|s| s.status.clone());
@@ -201,7 +204,13 @@ impl Billing {
             let mail = mail.and_then(|m| Some(m.to(&row.id, row.billing_email.as_deref()?)));
             SyncWrite { after, mail }
         };
-        self.store.apply_sync(&tenant.id, actor, self.clock.now(), decide).await?;
+        // Another event of the group, applied from the same read with nothing of its own to add
+        // (no email, no failed payment): the columns would come out as they are, so the row is
+        // not locked and rewritten once per event of a burst.
+        if !(reads.applied && nothing_of_its_own) {
+            self.store.apply_sync(&tenant.id, actor, self.clock.now(), decide).await?;
+            reads.applied = true;
+        }
         Ok(if two_live {
             tracing::error!(tenant = %tenant.id, "two live subscriptions for one customer (runbook: double billing)");
             metrics::counter!("hydra_double_subscriptions_total").increment(1);

@@ -112,9 +112,14 @@ impl Store {
         Ok(claimed)
     }
 
-    /// Ends an attempt: processed, parked, failed for good, or received again at `next_attempt_at`.
-    pub async fn finish_event(&self, id: &str, attempt: QueueAttempt<'_>, now: Timestamp) -> StoreResult<()> {
-        self.finish_in(&EVENTS, id, attempt, now).await
+    /// Ends the attempts of a group applied together, in one commit: each processed, parked,
+    /// failed for good, or received again at its `next_attempt_at`.
+    pub async fn finish_events(
+        &self,
+        attempts: &[(&str, QueueAttempt<'_>)],
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        self.finish_all_in(&EVENTS, attempts, now).await
     }
 
     /// Extends the claims on a customer's events and the customer's lease to `until` (the

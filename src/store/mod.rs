@@ -629,18 +629,32 @@ impl Store {
         attempt: QueueAttempt<'_>,
         now: i64,
     ) -> StoreResult<()> {
+        self.finish_all_in(queue, &[(id, attempt)], now).await
+    }
+
+    /// Ends several claimed rows' attempts in one transaction (one commit for a group the worker
+    /// applied together).
+    async fn finish_all_in(
+        &self,
+        queue: &Queue,
+        attempts: &[(&str, QueueAttempt<'_>)],
+        now: i64,
+    ) -> StoreResult<()> {
         with_writer!(self, |pool| {
-            sqlx::query(queue.finish)
-                .bind(id)
-                .bind(attempt.status)
-                .bind(attempt.error)
-                .bind(attempt.next_attempt_at)
-                .bind(now)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        Ok(())
+            crate::in_transaction!(pool, |tx| {
+                for (id, attempt) in attempts {
+                    sqlx::query(queue.finish)
+                        .bind(*id)
+                        .bind(attempt.status)
+                        .bind(attempt.error)
+                        .bind(attempt.next_attempt_at)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Ok::<_, StoreError>(())
+            })
+        })
     }
 }
 

@@ -116,39 +116,31 @@ pub struct FreeCounts {
 /// connection inside a transaction, and owning what it reads): on SQLite in the group commit
 /// (see `group`), on PostgreSQL in a transaction of its own. Written once, compiled per database.
 macro_rules! metering_write {
-    // One statement: on PostgreSQL it commits by itself, so it runs without BEGIN and COMMIT (two
-    // round trips fewer on the hottest write, a paid reserve); on SQLite it joins the group.
-    ($store:expr, single |$conn:ident| $body:expr) => {
+    ($store:expr, $($single:ident)? |$conn:ident| $body:expr) => {
         match $store.writer() {
             super::Db::Sqlite(pool) => {
                 $store
                     .grouped(pool, move |$conn: &mut sqlx::SqliteConnection| Box::pin(async move { $body }))
                     .await
             }
-            super::Db::Postgres(pool) => {
-                let mut connection = pool.acquire().await?;
-                let $conn: &mut sqlx::PgConnection = &mut *connection;
-                let value: Result<_, sqlx::Error> = $body;
-                Ok(value?)
-            }
+            super::Db::Postgres(pool) => metering_write!(@postgres $($single)? pool, $conn, $body),
         }
     };
-    ($store:expr, |$conn:ident| $body:expr) => {
-        match $store.writer() {
-            super::Db::Sqlite(pool) => {
-                $store
-                    .grouped(pool, move |$conn: &mut sqlx::SqliteConnection| Box::pin(async move { $body }))
-                    .await
-            }
-            super::Db::Postgres(pool) => {
-                let value: Result<_, sqlx::Error> = $crate::in_transaction!(pool, |tx| {
-                    let $conn: &mut sqlx::PgConnection = &mut *tx;
-                    $body
-                });
-                Ok(value?)
-            }
-        }
-    };
+    // One statement (`single`): on PostgreSQL it commits by itself, so it runs without BEGIN and
+    // COMMIT (two round trips fewer on the hottest write, a paid reserve).
+    (@postgres single $pool:ident, $conn:ident, $body:expr) => {{
+        let mut connection = $pool.acquire().await?;
+        let $conn: &mut sqlx::PgConnection = &mut *connection;
+        let value: Result<_, sqlx::Error> = $body;
+        Ok(value?)
+    }};
+    (@postgres $pool:ident, $conn:ident, $body:expr) => {{
+        let value: Result<_, sqlx::Error> = $crate::in_transaction!($pool, |tx| {
+            let $conn: &mut sqlx::PgConnection = &mut *tx;
+            $body
+        });
+        Ok(value?)
+    }};
 }
 
 impl Store {
