@@ -905,3 +905,42 @@ async fn events_arriving_while_a_sync_waits_for_the_budget_share_its_read() {
     assert_eq!(s.app.db.list_events(Some("processed"), 10).await.unwrap().len(), 3);
     assert_eq!(proxy.received(reqwest::Method::GET, "/v1/subscriptions").len(), 1, "one read");
 }
+
+/// A group's outcomes are recorded in one commit, rows ending alike in one statement: each event
+/// still ends as its own outcome says (processed, parked with its reason, or due again later).
+#[tokio::test]
+async fn a_groups_outcomes_each_end_as_their_own() {
+    use hydra_billing::store::QueueAttempt;
+    let app = crate::helpers::spawn_app().await;
+    for n in 0..5 {
+        let event = json!({"id": format!("evt_outcome_{n}"), "type": "invoice.paid", "created": START + n,
+                           "livemode": false, "data": {"object": {"object": "invoice", "customer": "cus_outcomes"}}});
+        assert_eq!(app.deliver(&event).await, StatusCode::OK);
+    }
+    let processed = || QueueAttempt { status: "processed", error: None, next_attempt_at: None };
+    let attempts = [
+        ("evt_outcome_0", processed()),
+        ("evt_outcome_1", QueueAttempt { status: "parked", error: Some("no tenant"), next_attempt_at: None }),
+        ("evt_outcome_2", processed()),
+        (
+            "evt_outcome_3",
+            QueueAttempt {
+                status: "received",
+                error: Some("Stripe down"),
+                next_attempt_at: Some(START + 99),
+            },
+        ),
+        ("evt_outcome_4", processed()),
+    ];
+    app.db.finish_events(&attempts, START + 1).await.unwrap();
+    let rows = app.db.list_events(None, 10).await.unwrap();
+    let ended = |id: &str| {
+        let row = rows.iter().find(|r| r.id == id).unwrap();
+        (row.status.as_str(), row.last_error.as_deref(), row.processed_at)
+    };
+    for id in ["evt_outcome_0", "evt_outcome_2", "evt_outcome_4"] {
+        assert_eq!(ended(id), ("processed", None, Some(START + 1)), "{id}");
+    }
+    assert_eq!(ended("evt_outcome_1"), ("parked", Some("no tenant"), Some(START + 1)));
+    assert_eq!(ended("evt_outcome_3"), ("received", Some("Stripe down"), None));
+}
