@@ -213,10 +213,11 @@ impl Billing {
             if self.store.lease_customer(customer, &token, now, now + LEASE_SECS).await? {
                 break;
             }
-            if tokio::time::Instant::now() >= deadline {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
                 return Ok(None);
             }
-            tokio::time::sleep(LEASE_POLL.min(deadline - tokio::time::Instant::now())).await;
+            tokio::time::sleep(LEASE_POLL.min(left)).await;
         }
         let mut work = std::pin::pin!(work);
         let result = loop {

@@ -128,16 +128,24 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
     }
     // The customer is stored beside the event (a NUL would make PostgreSQL refuse the row, and
     // the 503 would bring the event back for days); an odd but storable one is kept and parked.
-    if event_customer(&event).is_some_and(|customer| !storable(&customer, 255)) {
+    let customer = event_customer(&event);
+    if customer.as_deref().is_some_and(|customer| !storable(customer, 255)) {
         return bad_request("the event's customer is not a Stripe customer id");
     }
     let span = tracing::info_span!("webhook", event_id = %id, event_type = %kind);
-    store_verified(&state, &event, id, kind, &body).instrument(span).await
+    store_verified(&state, &event, customer, id, kind, &body).instrument(span).await
 }
 
 /// Stores a verified event and answers Stripe: 200 once stored (or already stored), 503 when it
 /// could not be, so Stripe delivers it again.
-async fn store_verified(state: &AppState, event: &Value, id: &str, kind: &str, body: &[u8]) -> Response {
+async fn store_verified(
+    state: &AppState,
+    event: &Value,
+    customer_id: Option<String>,
+    id: &str,
+    kind: &str,
+    body: &[u8],
+) -> Response {
     let livemode = event["livemode"].as_bool().unwrap_or(false);
     let (status, error) = if livemode != state.config.stripe.is_live() {
         // An event from the other mode is never applied; kept, visible, as failed.
@@ -152,7 +160,7 @@ async fn store_verified(state: &AppState, event: &Value, id: &str, kind: &str, b
         kind,
         livemode,
         created: event["created"].as_i64().unwrap_or(0),
-        customer_id: event_customer(event),
+        customer_id,
         payload: std::str::from_utf8(body).unwrap_or_default(),
         status,
         error,

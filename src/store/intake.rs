@@ -84,11 +84,11 @@ impl Store {
 }
 
 /// After the database was found unreachable (a try that waited and failed), groups are answered
-/// 503 at once for this long
-/// instead of each waiting out the pool's 2 s connection timeout: groups are written one after
-/// another, so during an outage their waits would add up (the fourth of four concurrent
-/// deliveries waited 10 s). Then one group tries again; what queues behind it waits for that try
-/// alone. Stripe delivers a refused event again, so a 503 loses nothing.
+/// 503 at once for this long instead of each waiting out the pool's 2 s connection timeout:
+/// groups are written one after another, so during an outage their waits would add up (the
+/// fourth of four concurrent deliveries waited 10 s). Then one group tries again; what queues
+/// behind it waits for that try alone. Stripe delivers a refused event again, so a 503 loses
+/// nothing.
 const OUTAGE_HOLD: Duration = Duration::from_secs(1);
 
 /// When the intake last found the database unreachable (shared by a store's clones).

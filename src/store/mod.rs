@@ -572,20 +572,21 @@ macro_rules! claim_sql {
 }
 pub(crate) use claim_sql;
 
-/// The end of a queue row's attempt: its new status, error and next attempt; `$5` stamps the
-/// done column when the status is final.
+/// The end of queue rows' attempts: their new status `$1`, error `$2` and next attempt `$3`;
+/// `$4` stamps the done column when the status is final. It ends in `WHERE id IN `: the caller
+/// appends the rows' ids as `($5, $6, …)`, so rows ending alike end in one statement.
 macro_rules! finish_sql {
     (table = $table:literal, done_column = $done:literal, done_statuses = $statuses:literal) => {
         concat!(
             "UPDATE ",
             $table,
-            " SET status = $2, last_error = $3, next_attempt_at = $4, locked_until = NULL, ",
+            " SET status = $1, last_error = $2, next_attempt_at = $3, locked_until = NULL, ",
             $done,
-            " = CASE WHEN $2 IN (",
+            " = CASE WHEN $1 IN (",
             $statuses,
-            ") THEN $5 ELSE ",
+            ") THEN $4 ELSE ",
             $done,
-            " END WHERE id = $1"
+            " END WHERE id IN "
         )
     };
 }
@@ -641,8 +642,7 @@ impl Store {
         now: i64,
     ) -> StoreResult<()> {
         // Rows ending alike (a burst's events are mostly "processed", no error) end in one
-        // statement each: `WHERE id IN ($1, $6, $7, …)` instead of a statement (on PostgreSQL a
-        // round trip) per row.
+        // statement each instead of a statement (on PostgreSQL a round trip) per row.
         const MAX_IDS: usize = 100;
         let mut alike: Vec<(&QueueAttempt<'_>, Vec<&str>)> = Vec::new();
         for (id, attempt) in attempts {
@@ -655,19 +655,17 @@ impl Store {
                 None => alike.push((attempt, vec![id])),
             }
         }
-        let (set, _) = queue.finish.split_once(" WHERE ").unwrap_or((queue.finish, ""));
         with_writer!(self, |pool| {
             crate::in_transaction!(pool, |tx| {
                 for (attempt, ids) in &alike {
-                    let more: String = (6..ids.len() + 5).map(|n| format!(", ${n}")).collect();
-                    let sql = format!("{set} WHERE id IN ($1{more})");
+                    let places: Vec<String> = (5..ids.len() + 5).map(|n| format!("${n}")).collect();
+                    let sql = format!("{}({})", queue.finish, places.join(", "));
                     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .bind(ids[0])
                         .bind(attempt.status)
                         .bind(attempt.error)
                         .bind(attempt.next_attempt_at)
                         .bind(now);
-                    for id in &ids[1..] {
+                    for id in ids {
                         query = query.bind(*id);
                     }
                     query.execute(&mut *tx).await?;
