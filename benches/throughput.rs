@@ -207,7 +207,9 @@ async fn service(db: &Store) -> (stripe_sim::Simulator, Vec<String>, AppState, S
     (sim, prices, state, base)
 }
 
-async fn bench_db(name: &'static str, db: Store, bare_base: &str) -> Row {
+/// Every figure of one database; with `paths_only`, the hot paths alone (access, intake,
+/// metering: `BENCH_ONLY=paths`), the slower end-to-end figures left at zero.
+async fn bench_db(name: &'static str, db: Store, bare_base: &str, paths_only: bool) -> Row {
     let (sim, prices, state, base) = service(&db).await;
     let client = reqwest::Client::new();
     client
@@ -317,25 +319,30 @@ async fn bench_db(name: &'static str, db: Store, bare_base: &str) -> Row {
     let (intake, intake_floor) = (median(intake_rounds), median(floor_rounds));
     with_db!(&db, |pool| sqlx::query("DELETE FROM stripe_events").execute(pool).await.map(|_| ())).unwrap();
 
-    let webhooks = bench_webhooks(&state, &base, &sim.base_url, &prices).await;
-    let storm = storm(&db).await;
+    let (webhooks, storm, reset_100k) = if paths_only {
+        (0.0, Storm::default(), Duration::ZERO)
+    } else {
+        let webhooks = bench_webhooks(&state, &base, &sim.base_url, &prices).await;
+        let storm = storm(&db).await;
 
-    // 100,000 tenants whose window has ended, made set-based, then one reset job run.
-    with_db!(&db, |pool| {
-        sqlx::query(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000) \
-             INSERT INTO tenants (id, name, created_at, updated_at, free_tier_fixes_used, free_tier_reset_at) \
-             SELECT 'due-' || i, '', 0, 0, 3, 1000 + i FROM n",
-        )
-        .execute(pool)
-        .await
-        .map(|_| ())
-    })
-    .unwrap();
-    let started = Instant::now();
-    let reset = db.reset_free_tier_windows(Clock::System.now()).await.unwrap();
-    let reset_100k = started.elapsed();
-    assert_eq!(reset, 100_000);
+        // 100,000 tenants whose window has ended, made set-based, then one reset job run.
+        with_db!(&db, |pool| {
+            sqlx::query(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000) \
+                 INSERT INTO tenants (id, name, created_at, updated_at, free_tier_fixes_used, free_tier_reset_at) \
+                 SELECT 'due-' || i, '', 0, 0, 3, 1000 + i FROM n",
+            )
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+        .unwrap();
+        let started = Instant::now();
+        let reset = db.reset_free_tier_windows(Clock::System.now()).await.unwrap();
+        let reset_100k = started.elapsed();
+        assert_eq!(reset, 100_000);
+        (webhooks, storm, reset_100k)
+    };
 
     Row {
         db: name,
@@ -406,9 +413,11 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite =
         Store::connect(&format!("sqlite://{}", dir.path().join("bench.db").display())).await.unwrap();
-    let mut rows = vec![bench_db("sqlite", sqlite, &bare).await];
-    rows.extend(support::on_postgres(|store| bench_db("postgres", store, &bare)).await);
-    let (peak_mib, asked) = memory().await;
+    // BENCH_ONLY=paths: access, intake and metering alone, no memory figure (while working on them).
+    let paths_only = std::env::var("BENCH_ONLY").as_deref() == Ok("paths");
+    let mut rows = vec![bench_db("sqlite", sqlite, &bare, paths_only).await];
+    rows.extend(support::on_postgres(|store| bench_db("postgres", store, &bare, paths_only)).await);
+    let (peak_mib, asked) = if paths_only { (0.0, 0) } else { memory().await };
     println!(
         "\n{CONCURRENCY} concurrent clients unless said, {}s per measurement (access, intake and their floors: median of 3 alternating rounds), {} cores",
         seconds().as_secs(),
@@ -533,6 +542,7 @@ async fn memory() -> (f64, u64) {
 }
 
 /// A renewal storm: what it took and what it cost in Stripe reads.
+#[derive(Default)]
 struct Storm {
     customers: usize,
     events: usize,

@@ -1,15 +1,22 @@
 //! Owns group commits: the queue one task drains in groups ([`Batcher`], also behind the webhook
 //! intake), and SQLite's group commit for metering (reserve, settle): writes queued at the same moment
-//! run one after another inside one transaction on the writer connection, each in a savepoint of
-//! its own, and every caller is answered only after that transaction commits.
+//! run inside one transaction on the writer connection, and every caller is answered only after
+//! that transaction commits.
 //!
 //! Why: SQLite makes one commit at a time and each commit waits for the disk (`fsync`, about
 //! 0.2 ms here). With one commit per reserve and per settle, 32 runners queued behind each other
 //! and the slowest waited 100 ms. Now the cost of a commit is shared by every write that queued
 //! during the previous one. Each write still sees the ones before it (same transaction, in order),
-//! so the quota check under the row lock holds exactly as before; a write that fails rolls back
-//! to its savepoint alone. PostgreSQL commits concurrently and groups its log flushes itself, so
-//! it keeps one transaction per call.
+//! so the quota check under the row lock holds exactly as before. PostgreSQL commits
+//! concurrently and groups its log flushes itself, so it keeps one transaction per call.
+//!
+//! Within a group, the two hottest writes (a paid unit, a settle) are set-based: all of the
+//! group's paid units are one multi-row insert and all its settles one update (see
+//! `usage::write_sets`). A statement is a round trip to SQLite's worker thread, and on this
+//! machine a round trip (two thread wake-ups) cost more than the commit: a group of 32 with a
+//! savepoint around each write was about 100 round trips and the machine sat half idle while
+//! the runners waited. Any other write runs in a savepoint of its own, so one that fails rolls
+//! back alone.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,9 +33,32 @@ const MAX_GROUP: usize = 256;
 
 type Boxed<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
 /// Answers a write's caller once its group's commit is known.
-type Done = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
-/// One queued write: runs on the group's connection; says whether it succeeded, and how to answer.
-pub(super) type Op = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> Boxed<'c, (bool, Done)> + Send>;
+pub(super) type Done = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+/// A write in a savepoint of its own: runs on the group's connection; says whether it
+/// succeeded, and how to answer.
+type Any = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> Boxed<'c, (bool, Done)> + Send>;
+
+/// One queued write.
+pub(super) enum Op {
+    /// Written with the group's other writes of its kind in one statement.
+    Set(super::usage::SetWrite),
+    Any(Any),
+}
+
+/// The answer to send once the group's commit is known: the write's own error, else the
+/// commit's, else its value.
+pub(super) fn answer_after_commit<T: Send + 'static>(
+    reply: oneshot::Sender<StoreResult<T>>,
+    result: Result<T, sqlx::Error>,
+) -> Done {
+    Box::new(move |commit| {
+        let _ = reply.send(match (result, commit) {
+            (Err(e), _) => Err(e.into()),
+            (Ok(_), Err(e)) => Err(copy_of(e)),
+            (Ok(value), Ok(())) => Ok(value),
+        });
+    })
+}
 
 /// A queue that one task drains in groups, started on first use (inside the caller's runtime):
 /// the webhook intake's and metering's group commits both run on it.
@@ -60,7 +90,26 @@ impl<T: Send + 'static> Batcher<T> {
         W: Fn(Vec<T>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = ()> + Send,
     {
-        let queue = self.0.get_or_init(|| {
+        if let Err(mpsc::error::SendError(item)) = self.queue(max, &write).send(item).await {
+            write(vec![item]).await;
+        }
+    }
+
+    /// Queues `item` unless the queue is full or gone; never waits (work that may be skipped).
+    pub(super) fn offer<W, F>(&self, item: T, max: usize, write: W)
+    where
+        W: Fn(Vec<T>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = ()> + Send,
+    {
+        let _ = self.queue(max, &write).try_send(item);
+    }
+
+    fn queue<W, F>(&self, max: usize, write: &W) -> &mpsc::Sender<T>
+    where
+        W: Fn(Vec<T>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = ()> + Send,
+    {
+        self.0.get_or_init(|| {
             let (sender, mut queue) = mpsc::channel(4_096);
             let write = write.clone();
             tokio::spawn(async move {
@@ -70,10 +119,7 @@ impl<T: Send + 'static> Batcher<T> {
                 }
             });
             sender
-        });
-        if let Err(mpsc::error::SendError(item)) = queue.send(item).await {
-            write(vec![item]).await;
-        }
+        })
     }
 }
 
@@ -87,20 +133,22 @@ impl Store {
         W: for<'c> FnOnce(&'c mut SqliteConnection) -> Boxed<'c, Result<T, sqlx::Error>> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel::<StoreResult<T>>();
-        let op: Op = Box::new(move |conn| {
+        let op: Any = Box::new(move |conn| {
             Box::pin(async move {
                 let result = work(conn).await;
-                let ok = result.is_ok();
-                let done: Done = Box::new(move |commit| {
-                    let _ = reply.send(match (result, commit) {
-                        (Err(e), _) => Err(e.into()),
-                        (Ok(_), Err(e)) => Err(copy_of(e)),
-                        (Ok(value), Ok(())) => Ok(value),
-                    });
-                });
-                (ok, done)
+                (result.is_ok(), answer_after_commit(reply, result))
             })
         });
+        self.submit_grouped(pool, Op::Any(op), answer).await
+    }
+
+    /// Queues `op` for SQLite's writer; its answer once its group has committed.
+    pub(super) async fn submit_grouped<T>(
+        &self,
+        pool: &SqlitePool,
+        op: Op,
+        answer: oneshot::Receiver<StoreResult<T>>,
+    ) -> StoreResult<T> {
         let pool = pool.clone();
         let write = move |ops| {
             let pool = pool.clone();
@@ -112,22 +160,29 @@ impl Store {
     }
 }
 
-/// One transaction for `ops`, each in its savepoint; then every caller is answered. A write
-/// that fails is rolled back to its savepoint and answered with its error; if the transaction
-/// itself fails (cannot begin, or cannot commit: a full disk), every caller gets that error and
-/// nothing of the group is kept.
-async fn write_group(pool: &SqlitePool, ops: Vec<Op>) {
+/// One transaction for `ops`: the set-based writes first, then each other write in its
+/// savepoint; then every caller is answered. A write that fails is rolled back alone and
+/// answered with its error; if the transaction itself fails (cannot begin, or cannot commit: a
+/// full disk), every caller gets that error and nothing of the group is kept.
+pub(super) async fn write_group(pool: &SqlitePool, ops: Vec<Op>) {
     let mut answers: Vec<Done> = Vec::with_capacity(ops.len());
+    let (mut sets, mut rest) = (Vec::new(), Vec::new());
+    for op in ops {
+        match op {
+            Op::Set(write) => sets.push(write),
+            Op::Any(any) => rest.push(any),
+        }
+    }
     let outcome: Result<(), StoreError> = async {
         crate::in_transaction!(pool, |tx| {
-            for op in ops {
-                sqlx::query("SAVEPOINT hydra_op").execute(&mut *tx).await?;
+            if !sets.is_empty() {
+                super::usage::write_sets(&mut tx, std::mem::take(&mut sets), &mut answers).await?;
+            }
+            for op in rest {
+                savepoint(&mut tx).await?;
                 let (ok, done) = op(&mut tx).await;
                 answers.push(done);
-                if !ok {
-                    sqlx::query("ROLLBACK TO hydra_op").execute(&mut *tx).await?;
-                }
-                sqlx::query("RELEASE hydra_op").execute(&mut *tx).await?;
+                end_savepoint(&mut tx, ok).await?;
             }
             Ok::<_, StoreError>(())
         })
@@ -136,6 +191,20 @@ async fn write_group(pool: &SqlitePool, ops: Vec<Op>) {
     for done in answers {
         done(outcome.as_ref().map(|_| ()));
     }
+}
+
+/// Opens the savepoint a write runs in (one at a time: they do not nest).
+pub(super) async fn savepoint(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SAVEPOINT hydra_op").execute(conn).await.map(|_| ())
+}
+
+/// Ends [`savepoint`]: keeps what the write did when it succeeded (`ok`), else undoes it alone.
+/// An error here means the transaction itself is gone (SQLite ends it on an I/O error).
+pub(super) async fn end_savepoint(conn: &mut SqliteConnection, ok: bool) -> Result<(), sqlx::Error> {
+    if !ok {
+        sqlx::query("ROLLBACK TO hydra_op").execute(&mut *conn).await?;
+    }
+    sqlx::query("RELEASE hydra_op").execute(conn).await.map(|_| ())
 }
 
 /// The error a whole group failed with, for each of its callers.

@@ -8,6 +8,7 @@
 //! each pool type. A transaction is opened the same way, so code inside reads as plain sqlx.
 
 mod cache;
+mod checkpoint;
 mod events;
 mod group;
 mod intake;
@@ -266,11 +267,16 @@ impl Store {
                 .connect_with(options.clone())
                 .await
                 .context("cannot open the SQLite database")?;
+            // The writer's checkpoints are taken on the shared pool (see `checkpoint`).
+            let (shared, checkpoints) = (pool.clone(), checkpoint::Checkpoints::default());
             let writer = SqlitePoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(Duration::from_secs(2))
-                .after_release(|conn, _| Box::pin(settled_after_use(conn)))
-                .connect_with(options)
+                .after_release(move |conn, _| {
+                    checkpoints.writer_released(&shared);
+                    Box::pin(settled_after_use(conn))
+                })
+                .connect_with(options.pragma("wal_autocheckpoint", checkpoint::WRITER_BACKSTOP_PAGES))
                 .await
                 .context("cannot open the SQLite database")?;
             Ok(Store::new(Db::Sqlite(pool), Db::Sqlite(writer)))

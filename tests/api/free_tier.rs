@@ -265,6 +265,48 @@ async fn concurrent_reserves_admit_exactly_the_remaining_units() {
     }
 }
 
+/// Settles racing over the same reservations (on SQLite they meet in one group's set-based
+/// update): each reservation ends either committed, with both commits answered 200 and the
+/// release 409, or released, the other way round; and the window counts each committed unit
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_settles_settle_each_reservation_once_and_count_it_once() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let r = app.reserve("t1", "fix").await;
+        assert_eq!(r.status(), StatusCode::OK);
+        ids.push(json(r).await["reservation_id"].as_str().unwrap().to_owned());
+    }
+    let mut races = Vec::new();
+    for id in &ids {
+        for how in ["commit", "release", "commit"] {
+            let (client, url) = (app.client.clone(), app.url(&format!("/api/usage/reservations/{id}/{how}")));
+            races.push(tokio::spawn(async move {
+                client.post(url).bearer_auth(crate::helpers::SERVICE_TOKEN).send().await.unwrap().status()
+            }));
+        }
+    }
+    let mut statuses = Vec::new();
+    for race in races {
+        statuses.push(race.await.unwrap());
+    }
+    let mut committed = 0;
+    for (id, answers) in ids.iter().zip(statuses.chunks(3)) {
+        let (commit_a, release, commit_b) = (answers[0], answers[1], answers[2]);
+        if release == StatusCode::OK {
+            assert_eq!([commit_a, commit_b], [StatusCode::CONFLICT; 2], "{id} was released");
+        } else {
+            assert_eq!(release, StatusCode::CONFLICT, "{id}");
+            assert_eq!([commit_a, commit_b], [StatusCode::OK; 2], "{id} was committed");
+            committed += 1;
+        }
+    }
+    assert_eq!(app.tenant("t1").await.free_tier_fixes_used, committed, "each committed unit counts once");
+    let body = json(app.status("t1").await).await;
+    assert_eq!(body["usage"]["fix"]["used"], committed, "no unit is left open");
+}
+
 #[tokio::test]
 async fn status_shows_free_usage_limits_and_reset() {
     let app = spawn_app().await;
