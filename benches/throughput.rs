@@ -185,6 +185,20 @@ async fn bench_webhooks(state: &AppState, base: &str, sim: &str, prices: &[Strin
     processed as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The intake alone (verify, store, answer; no worker running) beside its floor, alternating
+/// rounds: (intake, floor), each the median round; the stored events are deleted after.
+async fn intake(db: &Store, base: &str) -> ((f64, Duration), (f64, Duration)) {
+    let floor_base = floors::serve(floors::verify_and_parse()).await;
+    let mut intake_rounds = Vec::new();
+    let mut floor_rounds = Vec::new();
+    for _ in 0..rounds() {
+        floor_rounds.push(post_events(format!("{floor_base}/")).await);
+        intake_rounds.push(post_events(format!("{base}/api/webhooks/stripe")).await);
+    }
+    with_db!(db, |pool| sqlx::query("DELETE FROM stripe_events").execute(pool).await.map(|_| ())).unwrap();
+    (median(intake_rounds), median(floor_rounds))
+}
+
 /// The service on `db` against a simulator of its own, served on loopback as `serve` runs it.
 async fn service(db: &Store) -> (stripe_sim::Simulator, Vec<String>, AppState, String) {
     let sim =
@@ -308,16 +322,7 @@ async fn bench_db(name: &'static str, db: Store, bare_base: &str, paths_only: bo
         .await
     };
 
-    // Intake alone (verify, store, answer; no worker running), beside its floor, alternating.
-    let floor_base = floors::serve(floors::verify_and_parse()).await;
-    let mut intake_rounds = Vec::new();
-    let mut floor_rounds = Vec::new();
-    for _ in 0..rounds() {
-        floor_rounds.push(post_events(format!("{floor_base}/")).await);
-        intake_rounds.push(post_events(format!("{base}/api/webhooks/stripe")).await);
-    }
-    let (intake, intake_floor) = (median(intake_rounds), median(floor_rounds));
-    with_db!(&db, |pool| sqlx::query("DELETE FROM stripe_events").execute(pool).await.map(|_| ())).unwrap();
+    let (intake, intake_floor) = intake(&db, &base).await;
 
     let (webhooks, storm, reset_100k) = if paths_only {
         (0.0, Storm::default(), Duration::ZERO)
@@ -380,6 +385,27 @@ async fn main() {
         println!("webhooks end to end (32 clients), sqlite: {:.0}/s", end_to_end(db).await);
         if let Some(rate) = support::on_postgres(end_to_end).await {
             println!("webhooks end to end (32 clients), postgres: {rate:.0}/s");
+        }
+        return;
+    }
+    // BENCH_ONLY=intake: the webhook intake beside its floor alone, both databases.
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("intake") {
+        let dir = tempfile::tempdir().unwrap();
+        let db =
+            Store::connect(&format!("sqlite://{}", dir.path().join("intake.db").display())).await.unwrap();
+        let alone = async |db: Store| {
+            let (_sim, _prices, _state, base) = service(&db).await;
+            intake(&db, &base).await
+        };
+        let mut runs = vec![("sqlite", alone(db).await)];
+        runs.extend(support::on_postgres(alone).await.map(|r| ("postgres", r)));
+        for (name, ((rate, p99), (floor, floor_p99))) in runs {
+            println!(
+                "webhook intake, {name}: {rate:.0}/s p99 {:.2}ms; verify+parse {floor:.0}/s p99 {:.2}ms; ratio {:.2}",
+                p99.as_secs_f64() * 1000.0,
+                floor_p99.as_secs_f64() * 1000.0,
+                rate / floor
+            );
         }
         return;
     }

@@ -147,27 +147,53 @@ fn answer_group(group: &mut [Pending], inserted: &HashSet<String>) {
     }
 }
 
+/// The columns the intake writes, in the order both inserts give them.
+const COLUMNS: &str = "INSERT INTO stripe_events \
+     (id, type, livemode, created, customer_id, payload, status, last_error, received_at) ";
+
 /// One multi-row insert; the ids it inserted. It runs outside a transaction, so it commits on
 /// its last step and is read to its end (see [`super::first`]).
 async fn insert_group(db: &Db, group: &[Pending]) -> StoreResult<HashSet<String>> {
-    let ids: Vec<(String,)> = crate::with_db!(db, |pool| {
-        let mut insert = sqlx::QueryBuilder::new(
-            "INSERT INTO stripe_events (id, type, livemode, created, customer_id, payload, status, last_error, received_at) ",
-        );
-        insert.push_values(group, |mut row, e| {
-            row.push_bind(&e.id)
-                .push_bind(&e.kind)
-                .push_bind(e.livemode)
-                .push_bind(e.created)
-                .push_bind(&e.customer_id)
-                .push_bind(&e.payload)
-                .push_bind(&e.status)
-                .push_bind(&e.error)
-                .push_bind(e.received_at);
-        });
-        insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-        // Group sizes vary: not kept as prepared statements, which would fill the cache.
-        insert.build_query_as().persistent(false).fetch_all(pool).await
-    })?;
+    let ids: Vec<(String,)> = match db {
+        Db::Sqlite(pool) => {
+            let mut insert = sqlx::QueryBuilder::new(COLUMNS);
+            insert.push_values(group, |mut row, e| {
+                row.push_bind(&e.id)
+                    .push_bind(&e.kind)
+                    .push_bind(e.livemode)
+                    .push_bind(e.created)
+                    .push_bind(&e.customer_id)
+                    .push_bind(&e.payload)
+                    .push_bind(&e.status)
+                    .push_bind(&e.error)
+                    .push_bind(e.received_at);
+            });
+            insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+            // Group sizes vary: not kept as prepared statements, which would fill the cache
+            // (preparing is cheap next to SQLite's commit; not so on PostgreSQL, below).
+            insert.build_query_as().persistent(false).fetch_all(pool).await?
+        }
+        // One array per column: the same statement for every group size, so PostgreSQL keeps it
+        // prepared instead of parsing and planning a new VALUES list for each group.
+        Db::Postgres(pool) => {
+            let column = |f: fn(&Pending) -> Option<&str>| group.iter().map(f).collect::<Vec<_>>();
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "{COLUMNS} SELECT * FROM UNNEST($1::text[], $2::text[], $3::boolean[], $4::bigint[], \
+                 $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[]) \
+                 ON CONFLICT (id) DO NOTHING RETURNING id"
+            )))
+            .bind(column(|e| Some(&e.id)))
+            .bind(column(|e| Some(&e.kind)))
+            .bind(group.iter().map(|e| e.livemode).collect::<Vec<_>>())
+            .bind(group.iter().map(|e| e.created).collect::<Vec<_>>())
+            .bind(column(|e| e.customer_id.as_deref()))
+            .bind(column(|e| Some(&e.payload)))
+            .bind(column(|e| Some(&e.status)))
+            .bind(column(|e| e.error.as_deref()))
+            .bind(group.iter().map(|e| e.received_at).collect::<Vec<_>>())
+            .fetch_all(pool)
+            .await?
+        }
+    };
     Ok(ids.into_iter().map(|(id,)| id).collect())
 }
