@@ -199,6 +199,15 @@ async fn intake(db: &Store, base: &str) -> ((f64, Duration), (f64, Duration)) {
     (median(intake_rounds), median(floor_rounds))
 }
 
+/// A SQLite store in a directory of its own (removed when the directory is dropped).
+async fn sqlite_store(name: &str) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Store::connect(&format!("sqlite://{}", dir.path().join(format!("{name}.db")).display()))
+        .await
+        .unwrap();
+    (dir, db)
+}
+
 /// The service on `db` against a simulator of its own, served on loopback as `serve` runs it.
 async fn service(db: &Store) -> (stripe_sim::Simulator, Vec<String>, AppState, String) {
     let sim =
@@ -375,9 +384,7 @@ async fn main() {
     }
     // BENCH_ONLY=webhooks: webhooks end to end alone (intake and fetch-and-sync), both databases.
     if std::env::var("BENCH_ONLY").as_deref() == Ok("webhooks") {
-        let dir = tempfile::tempdir().unwrap();
-        let db =
-            Store::connect(&format!("sqlite://{}", dir.path().join("hooks.db").display())).await.unwrap();
+        let (_dir, db) = sqlite_store("hooks").await;
         let end_to_end = async |db: Store| {
             let (sim, prices, state, base) = service(&db).await;
             bench_webhooks(&state, &base, &sim.base_url, &prices).await
@@ -390,9 +397,7 @@ async fn main() {
     }
     // BENCH_ONLY=intake: the webhook intake beside its floor alone, both databases.
     if std::env::var("BENCH_ONLY").as_deref() == Ok("intake") {
-        let dir = tempfile::tempdir().unwrap();
-        let db =
-            Store::connect(&format!("sqlite://{}", dir.path().join("intake.db").display())).await.unwrap();
+        let (_dir, db) = sqlite_store("intake").await;
         let alone = async |db: Store| {
             let (_sim, _prices, _state, base) = service(&db).await;
             intake(&db, &base).await
@@ -412,9 +417,7 @@ async fn main() {
     // BENCH_ONLY=storm: the renewal storm alone, on SQLite and (with HYDRA_BENCH_POSTGRES_URL)
     // PostgreSQL: a quick figure while working on it.
     if std::env::var("BENCH_ONLY").as_deref() == Ok("storm") {
-        let dir = tempfile::tempdir().unwrap();
-        let db =
-            Store::connect(&format!("sqlite://{}", dir.path().join("storm.db").display())).await.unwrap();
+        let (_dir, db) = sqlite_store("storm").await;
         db.migrate_up().await.unwrap();
         let mut storms = vec![("sqlite", storm(&db).await)];
         let on_pg = support::on_postgres(|db| async move {
@@ -436,9 +439,7 @@ async fn main() {
         return;
     }
     let bare = floors::serve(floors::bare_get()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite =
-        Store::connect(&format!("sqlite://{}", dir.path().join("bench.db").display())).await.unwrap();
+    let (_dir, sqlite) = sqlite_store("bench").await;
     // BENCH_ONLY=paths: access, intake and metering alone, no memory figure (while working on them).
     let paths_only = std::env::var("BENCH_ONLY").as_deref() == Ok("paths");
     let mut rows = vec![bench_db("sqlite", sqlite, &bare, paths_only).await];

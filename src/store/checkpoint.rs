@@ -1,4 +1,4 @@
-//! Owns SQLite's WAL checkpoints: taken on a connection of the shared pool, off the writer's path.
+//! Owns SQLite's WAL checkpoints: taken on a connection of their own, off the writer's path.
 //!
 //! Why: by default the connection whose commit takes the write-ahead log past 1,000 pages copies
 //! them back into the database file and syncs it, inside that commit. On the writer connection
@@ -7,8 +7,10 @@
 //! p99 was 8 ms, against 5.7 ms with no checkpoint at all. Now the writer checkpoints only as a
 //! backstop ([`WRITER_BACKSTOP_PAGES`]); each time its connection goes back to its pool a
 //! checkpoint is asked for (at most every [`EVERY`], never waiting), and one task takes it with
-//! `PRAGMA wal_checkpoint(PASSIVE)` on another connection, which in WAL mode neither waits for
-//! the writer nor holds it up. What the writer commits is durable in the log either way.
+//! `PRAGMA wal_checkpoint(PASSIVE)` on a connection of its own, which in WAL mode neither waits
+//! for the writer nor holds it up. (On a connection of the shared pool it kept readers waiting:
+//! the renewal storm's event workers read more slowly.) What the writer commits is durable in
+//! the log either way.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -31,8 +33,8 @@ pub(super) struct Checkpoints {
 }
 
 impl Checkpoints {
-    /// The writer's connection came back: ask for a checkpoint on `pool` (the shared pool) unless
-    /// one was asked for within [`EVERY`]. Never waits.
+    /// The writer's connection came back: ask for a checkpoint on `pool` (the checkpoints' own
+    /// connection) unless one was asked for within [`EVERY`]. Never waits.
     pub(super) fn writer_released(&self, pool: &SqlitePool) {
         {
             let mut asked = self.asked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

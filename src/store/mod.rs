@@ -267,13 +267,18 @@ impl Store {
                 .connect_with(options.clone())
                 .await
                 .context("cannot open the SQLite database")?;
-            // The writer's checkpoints are taken on the shared pool (see `checkpoint`).
-            let (shared, checkpoints) = (pool.clone(), checkpoint::Checkpoints::default());
+            // The writer's checkpoints are taken on a connection of their own (see `checkpoint`),
+            // opened at the first one: on the shared pool a checkpoint kept a reader waiting.
+            let own = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(2))
+                .connect_lazy_with(options.clone());
+            let checkpoints = checkpoint::Checkpoints::default();
             let writer = SqlitePoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(Duration::from_secs(2))
                 .after_release(move |conn, _| {
-                    checkpoints.writer_released(&shared);
+                    checkpoints.writer_released(&own);
                     Box::pin(settled_after_use(conn))
                 })
                 .connect_with(options.pragma("wal_autocheckpoint", checkpoint::WRITER_BACKSTOP_PAGES))
