@@ -147,16 +147,28 @@ fn answer_group(group: &mut [Pending], inserted: &HashSet<String>) {
     }
 }
 
-/// The columns the intake writes, in the order both inserts give them.
-const COLUMNS: &str = "INSERT INTO stripe_events \
-     (id, type, livemode, created, customer_id, payload, status, last_error, received_at) ";
+/// The start both inserts share: the columns the intake writes, in the order both give them.
+macro_rules! insert_events {
+    () => {
+        "INSERT INTO stripe_events \
+         (id, type, livemode, created, customer_id, payload, status, last_error, received_at) "
+    };
+}
+
+/// PostgreSQL's insert: one array per column, so one statement for every group size.
+const PG_INSERT: &str = concat!(
+    insert_events!(),
+    "SELECT * FROM UNNEST($1::text[], $2::text[], $3::boolean[], $4::bigint[], \
+     $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[]) \
+     ON CONFLICT (id) DO NOTHING RETURNING id"
+);
 
 /// One multi-row insert; the ids it inserted. It runs outside a transaction, so it commits on
 /// its last step and is read to its end (see [`super::first`]).
 async fn insert_group(db: &Db, group: &[Pending]) -> StoreResult<HashSet<String>> {
     let ids: Vec<(String,)> = match db {
         Db::Sqlite(pool) => {
-            let mut insert = sqlx::QueryBuilder::new(COLUMNS);
+            let mut insert = sqlx::QueryBuilder::new(insert_events!());
             insert.push_values(group, |mut row, e| {
                 row.push_bind(&e.id)
                     .push_bind(&e.kind)
@@ -177,22 +189,18 @@ async fn insert_group(db: &Db, group: &[Pending]) -> StoreResult<HashSet<String>
         // prepared instead of parsing and planning a new VALUES list for each group.
         Db::Postgres(pool) => {
             let column = |f: fn(&Pending) -> Option<&str>| group.iter().map(f).collect::<Vec<_>>();
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "{COLUMNS} SELECT * FROM UNNEST($1::text[], $2::text[], $3::boolean[], $4::bigint[], \
-                 $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[]) \
-                 ON CONFLICT (id) DO NOTHING RETURNING id"
-            )))
-            .bind(column(|e| Some(&e.id)))
-            .bind(column(|e| Some(&e.kind)))
-            .bind(group.iter().map(|e| e.livemode).collect::<Vec<_>>())
-            .bind(group.iter().map(|e| e.created).collect::<Vec<_>>())
-            .bind(column(|e| e.customer_id.as_deref()))
-            .bind(column(|e| Some(&e.payload)))
-            .bind(column(|e| Some(&e.status)))
-            .bind(column(|e| e.error.as_deref()))
-            .bind(group.iter().map(|e| e.received_at).collect::<Vec<_>>())
-            .fetch_all(pool)
-            .await?
+            sqlx::query_as(PG_INSERT)
+                .bind(column(|e| Some(&e.id)))
+                .bind(column(|e| Some(&e.kind)))
+                .bind(group.iter().map(|e| e.livemode).collect::<Vec<_>>())
+                .bind(group.iter().map(|e| e.created).collect::<Vec<_>>())
+                .bind(column(|e| e.customer_id.as_deref()))
+                .bind(column(|e| Some(&e.payload)))
+                .bind(column(|e| Some(&e.status)))
+                .bind(column(|e| e.error.as_deref()))
+                .bind(group.iter().map(|e| e.received_at).collect::<Vec<_>>())
+                .fetch_all(pool)
+                .await?
         }
     };
     Ok(ids.into_iter().map(|(id,)| id).collect())
