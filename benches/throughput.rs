@@ -382,6 +382,7 @@ async fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    hydra_billing::stripe::install_crypto_provider();
     // BENCH_ONLY=webhooks: webhooks end to end alone (intake and fetch-and-sync), both databases.
     if std::env::var("BENCH_ONLY").as_deref() == Ok("webhooks") {
         let (_dir, db) = sqlite_store("hooks").await;
@@ -436,6 +437,14 @@ async fn main() {
                 st.rate_limited
             );
         }
+        return;
+    }
+    // BENCH_ONLY=memory: the memory figure alone.
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("memory") {
+        let (peak_mib, asked) = memory().await;
+        println!(
+            "memory, sqlite: {peak_mib:.1} MiB peak RSS of `serve`, 100,000 tenants, {asked} access checks"
+        );
         return;
     }
     let bare = floors::serve(floors::bare_get()).await;

@@ -23,3 +23,14 @@ pub mod store;
 pub mod stripe;
 /// Logs and metrics.
 pub mod telemetry;
+
+/// The allocator of every binary built on this library (the service, its tests and benches).
+///
+/// Why: the access check answers from memory, so most of its cost is allocations (the request,
+/// its headers, the JSON answer); with glibc's malloc, allocating and freeing across threads
+/// (`malloc_consolidate`, `_int_free`) was a tenth of a profile of the service under load.
+/// mimalloc: access check 0.60 → 0.76 of its floor in the benchmark. Built without transparent
+/// huge pages (`no_thp`): with them `serve`'s resident memory over 100,000 tenants rose from 61
+/// to 82 MiB.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -44,9 +44,12 @@ impl Checkpoints {
             *asked = Some(Instant::now());
         }
         let pool = pool.clone();
-        self.queue.offer((), 1, move |_| {
+        self.queue.offer((), 1, move |_, _: Option<()>| {
             let pool = pool.clone();
-            async move { checkpoint(&pool).await }
+            async move {
+                checkpoint(&pool).await;
+                None
+            }
         });
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::group::copy_of;
+use super::group::{Kept, copy_of};
 use super::{Db, Store, StoreError, StoreResult};
 use crate::domain::clock::Timestamp;
 
@@ -75,7 +75,7 @@ impl Store {
     pub async fn store_event(&self, e: NewEvent<'_>) -> StoreResult<bool> {
         let (pending, answer) = Pending::from(e);
         let (db, outage) = (self.writer().clone(), self.intake_outage.clone());
-        let write = move |group| write_group(db.clone(), outage.clone(), group);
+        let write = move |group, kept| write_group(db.clone(), outage.clone(), group, kept);
         self.intake.submit(pending, MAX_GROUP, write).await;
         // Dropped unanswered: the task ended with the event in hand (its runtime is shutting
         // down); not known to be stored, so the answer is a 503 and Stripe delivers it again.
@@ -94,36 +94,49 @@ const OUTAGE_HOLD: Duration = Duration::from_secs(1);
 /// When the intake last found the database unreachable (shared by a store's clones).
 pub(super) type Outage = Arc<Mutex<Option<Instant>>>;
 
-/// Stores a group in one insert and answers each caller.
-async fn write_group(db: Db, outage: Outage, mut group: Vec<Pending>) {
+/// Stores a group in one insert and answers each caller; the writer connection, for the next
+/// group, if all went well.
+async fn write_group(db: Db, outage: Outage, mut group: Vec<Pending>, kept: Option<Kept>) -> Option<Kept> {
     let down_just_now =
         outage.lock().map(|at| at.is_some_and(|at| at.elapsed() < OUTAGE_HOLD)).unwrap_or(false);
     if down_just_now {
         let e = StoreError::Unavailable("the database was unreachable a moment ago".into());
-        return answer_all(&mut group, &e);
+        answer_all(&mut group, &e);
+        return None;
     }
     let started = Instant::now();
-    let result = insert_group(&db, &group).await;
+    let (mut conn, result) = match Kept::take(&db, kept).await {
+        Ok(mut conn) => {
+            let result = insert_group(&mut conn, &group).await;
+            (Some(conn), result)
+        }
+        Err(e) => (None, Err(e.into())),
+    };
     // Only a failure that waited (for a connection that never came) holds the next groups: a
     // quick refusal (a full disk) costs the next group nothing to try again.
     let waited = started.elapsed() >= OUTAGE_HOLD / 2;
     if let Ok(mut at) = outage.lock() {
         *at = (waited && matches!(result, Err(StoreError::Unavailable(_)))).then(Instant::now);
     }
-    match result {
-        Ok(inserted) => answer_group(&mut group, &inserted),
+    match (result, conn.as_mut()) {
+        (Ok(inserted), _) => {
+            answer_group(&mut group, &inserted);
+            return conn;
+        }
         // One event the database refuses must not fail the others: each alone, then (not when
         // the database is unreachable: each would wait as long again).
-        Err(ref e) if group.len() > 1 && !matches!(e, StoreError::Unavailable(_)) => {
+        (Err(e), Some(conn)) if group.len() > 1 && !matches!(e, StoreError::Unavailable(_)) => {
             for one in &mut group {
-                let result = insert_group(&db, std::slice::from_ref(one)).await.map(|ids| !ids.is_empty());
+                let result = insert_group(conn, std::slice::from_ref(one)).await.map(|ids| !ids.is_empty());
                 if let Some(reply) = one.reply.take() {
                     let _ = reply.send(result);
                 }
             }
         }
-        Err(e) => answer_all(&mut group, &e),
+        (Err(e), _) => answer_all(&mut group, &e),
     }
+    // After a failure the connection goes back to its pool (which closes a broken one).
+    None
 }
 
 /// Every caller of the group gets the error (none of it was stored).
@@ -165,9 +178,9 @@ const PG_INSERT: &str = concat!(
 
 /// One multi-row insert; the ids it inserted. It runs outside a transaction, so it commits on
 /// its last step and is read to its end (see [`super::first`]).
-async fn insert_group(db: &Db, group: &[Pending]) -> StoreResult<HashSet<String>> {
-    let ids: Vec<(String,)> = match db {
-        Db::Sqlite(pool) => {
+async fn insert_group(conn: &mut Kept, group: &[Pending]) -> StoreResult<HashSet<String>> {
+    let ids: Vec<(String,)> = match conn {
+        Kept::Sqlite(conn, _) => {
             let mut insert = sqlx::QueryBuilder::new(insert_events!());
             insert.push_values(group, |mut row, e| {
                 row.push_bind(&e.id)
@@ -183,11 +196,11 @@ async fn insert_group(db: &Db, group: &[Pending]) -> StoreResult<HashSet<String>
             insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
             // Group sizes vary: not kept as prepared statements, which would fill the cache
             // (preparing is cheap next to SQLite's commit; not so on PostgreSQL, below).
-            insert.build_query_as().persistent(false).fetch_all(pool).await?
+            insert.build_query_as().persistent(false).fetch_all(&mut **conn).await?
         }
         // One array per column: the same statement for every group size, so PostgreSQL keeps it
         // prepared instead of parsing and planning a new VALUES list for each group.
-        Db::Postgres(pool) => {
+        Kept::Postgres(conn, _) => {
             let column = |f: fn(&Pending) -> Option<&str>| group.iter().map(f).collect::<Vec<_>>();
             sqlx::query_as(PG_INSERT)
                 .bind(column(|e| Some(&e.id)))
@@ -199,9 +212,81 @@ async fn insert_group(db: &Db, group: &[Pending]) -> StoreResult<HashSet<String>
                 .bind(column(|e| Some(&e.status)))
                 .bind(column(|e| e.error.as_deref()))
                 .bind(group.iter().map(|e| e.received_at).collect::<Vec<_>>())
-                .fetch_all(pool)
+                .fetch_all(&mut **conn)
                 .await?
         }
     };
     Ok(ids.into_iter().map(|(id,)| id).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use super::NewEvent;
+    use crate::store::{Db, Store};
+
+    async fn store_one(store: &Store, id: &str) {
+        let new = NewEvent {
+            id,
+            kind: "invoice.paid",
+            livemode: false,
+            created: 1,
+            customer_id: Some("cus_1".into()),
+            payload: "{}",
+            status: "received",
+            error: None,
+            received_at: 1,
+        };
+        store.store_event(new).await.expect("stored");
+    }
+
+    /// The intake keeps the writer's connection from one group to the next only briefly: a
+    /// burst that never lets its queue empty (more callers than a group takes) does not hold
+    /// out the other writers until it ends, and once it ends the connection is back in its
+    /// pool. Kept for good, the acquire below would wait out the pool's 2 s and fail.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_keeps_the_writer_connection_only_briefly_and_gives_it_back() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = Store::connect(&format!("sqlite://{}", dir.path().join("intake.db").display()))
+            .await
+            .expect("a SQLite store");
+        store.migrate_up().await.expect("migrations");
+        let Db::Sqlite(writer) = store.writer().clone() else { unreachable!("a SQLite store") };
+        let (stop, stored) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let callers: Vec<_> = (0..2 * super::MAX_GROUP + 50)
+            .map(|caller| {
+                let (store, stop, stored) = (store.clone(), stop.clone(), stored.clone());
+                tokio::spawn(async move {
+                    for n in 0.. {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        store_one(&store, &format!("evt_{caller}_{n}")).await;
+                        stored.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while stored.load(Ordering::Relaxed) < 2_000 {
+            assert!(tokio::time::Instant::now() < deadline, "the burst never got going");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let during = writer.acquire().await;
+        let burst_went_on = !stop.load(Ordering::Relaxed);
+        assert!(during.is_ok(), "the burst held the writer connection out of its pool: {:?}", during.err());
+        assert!(burst_went_on);
+        drop(during);
+        stop.store(true, Ordering::Relaxed);
+        for caller in callers {
+            caller.await.expect("a caller");
+        }
+        while writer.num_idle() != 1 {
+            assert!(tokio::time::Instant::now() < deadline, "the writer connection never went back");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }

@@ -260,8 +260,13 @@ impl Store {
                 .busy_timeout(Duration::from_secs(30));
             // As on PostgreSQL, a request waits about 2 s for a connection, then answers 503
             // database_unavailable with Retry-After rather than hang.
+            // No ping before a connection is lent (sqlx's default): a SQLite connection is a
+            // file this process holds, not a socket a server can drop, and each ping is a round
+            // trip to the connection's worker thread. A dead worker still fails the statement
+            // itself (503 database_unavailable), and the ping on release retires the connection.
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(2))
                 .after_release(|conn, _| Box::pin(settled_after_use(conn)))
                 .connect_with(options.clone())
@@ -276,6 +281,7 @@ impl Store {
             let checkpoints = checkpoint::Checkpoints::default();
             let writer = SqlitePoolOptions::new()
                 .max_connections(1)
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(2))
                 .after_release(move |conn, _| {
                     checkpoints.writer_released(&own);

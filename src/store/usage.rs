@@ -591,7 +591,7 @@ mod tests {
         let (settle_op, settled) = settle("r-open", Settle::Commit);
         let mut ops = ops;
         ops.push(settle_op);
-        super::super::group::write_group(&pool(&store), ops).await;
+        super::super::group::write_group(&pool(&store), ops, None).await;
         let results: Vec<bool> = {
             let mut out = Vec::new();
             for answer in answers {
@@ -627,7 +627,7 @@ mod tests {
             settle("r-paid", Settle::Commit),
         ];
         let (ops, answers): (Vec<_>, Vec<_>) = asks.into_iter().unzip();
-        super::super::group::write_group(&pool(&store), ops).await;
+        super::super::group::write_group(&pool(&store), ops, None).await;
         let mut changed = Vec::new();
         for answer in answers {
             changed.push(answer.await.expect("answered").expect("no error").map(|r| r.status));
