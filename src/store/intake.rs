@@ -18,7 +18,7 @@ use super::group::{Kept, copy_of};
 use super::{Db, Store, StoreError, StoreResult};
 use crate::domain::clock::Timestamp;
 
-/// At most this many events per insert: 10 values each stays far below SQLite's 32,766 bound
+/// At most this many events per insert: 9 values each stays far below SQLite's 32,766 bound
 /// parameters, and a group of 1 MiB events stays bounded in memory.
 const MAX_GROUP: usize = 128;
 
@@ -33,8 +33,6 @@ pub struct NewEvent<'a> {
     pub status: &'a str,
     pub error: Option<&'a str>,
     pub received_at: Timestamp,
-    /// The same moment in milliseconds of the wall clock (see [`Store::claim_customer_events`]).
-    pub received_ms: i64,
 }
 
 /// The same, owned, with where to send the answer: true when it was inserted, false when that
@@ -49,7 +47,6 @@ pub(super) struct Pending {
     status: String,
     error: Option<String>,
     received_at: Timestamp,
-    received_ms: i64,
     reply: Option<oneshot::Sender<StoreResult<bool>>>,
 }
 
@@ -66,7 +63,6 @@ impl Pending {
             status: e.status.to_owned(),
             error: e.error.map(str::to_owned),
             received_at: e.received_at,
-            received_ms: e.received_ms,
             reply: Some(reply),
         };
         (pending, answer)
@@ -168,7 +164,7 @@ fn answer_group(group: &mut [Pending], inserted: &HashSet<String>) {
 macro_rules! insert_events {
     () => {
         "INSERT INTO stripe_events \
-         (id, type, livemode, created, customer_id, payload, status, last_error, received_at, received_ms) "
+         (id, type, livemode, created, customer_id, payload, status, last_error, received_at) "
     };
 }
 
@@ -176,7 +172,7 @@ macro_rules! insert_events {
 const PG_INSERT: &str = concat!(
     insert_events!(),
     "SELECT * FROM UNNEST($1::text[], $2::text[], $3::boolean[], $4::bigint[], \
-     $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[]) \
+     $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[]) \
      ON CONFLICT (id) DO NOTHING RETURNING id"
 );
 
@@ -195,8 +191,7 @@ async fn insert_group(conn: &mut Kept, group: &[Pending]) -> StoreResult<HashSet
                     .push_bind(&e.payload)
                     .push_bind(&e.status)
                     .push_bind(&e.error)
-                    .push_bind(e.received_at)
-                    .push_bind(e.received_ms);
+                    .push_bind(e.received_at);
             });
             insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
             // Group sizes vary: not kept as prepared statements, which would fill the cache
@@ -217,7 +212,6 @@ async fn insert_group(conn: &mut Kept, group: &[Pending]) -> StoreResult<HashSet
                 .bind(column(|e| Some(&e.status)))
                 .bind(column(|e| e.error.as_deref()))
                 .bind(group.iter().map(|e| e.received_at).collect::<Vec<_>>())
-                .bind(group.iter().map(|e| e.received_ms).collect::<Vec<_>>())
                 .fetch_all(&mut **conn)
                 .await?
         }
@@ -234,7 +228,7 @@ mod tests {
     use super::NewEvent;
     use crate::store::{Db, Store};
 
-    async fn store_at(store: &Store, id: &str, received_ms: i64) {
+    async fn store_one(store: &Store, id: &str) {
         let new = NewEvent {
             id,
             kind: "invoice.paid",
@@ -244,51 +238,9 @@ mod tests {
             payload: "{}",
             status: "received",
             error: None,
-            received_at: received_ms / 1_000,
-            received_ms,
+            received_at: 1,
         };
         store.store_event(new).await.expect("stored");
-    }
-
-    async fn store_one(store: &Store, id: &str) {
-        store_at(store, id, 1_000).await;
-    }
-
-    async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
-        let store = Store::connect(&format!("sqlite://{}", dir.path().join("intake.db").display()))
-            .await
-            .expect("a SQLite store");
-        store.migrate_up().await.expect("migrations");
-        store
-    }
-
-    /// What a read of Stripe covers is judged to the millisecond: of two events stored within
-    /// one second, a read sent between them covers the first alone (by whole seconds it was
-    /// neither or both), and an event with no stored millisecond is never taken as covered.
-    #[tokio::test]
-    async fn a_reads_cover_is_judged_to_the_millisecond() {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let store = sqlite_store(&dir).await;
-        store_at(&store, "evt_early", 1_000_100).await;
-        store_at(&store, "evt_late", 1_000_150).await;
-        store_at(&store, "evt_unknown", 1_000_050).await;
-        crate::with_db!(&store, |pool| {
-            sqlx::query("UPDATE stripe_events SET received_ms = NULL WHERE id = 'evt_unknown'")
-                .execute(pool)
-                .await
-                .map(|_| ())
-        })
-        .expect("an event from before received_ms");
-        let covered = |before| {
-            let store = store.clone();
-            async move {
-                let claimed = store.claim_customer_events("cus_1", 1_001, 1_060, 10, Some(before)).await;
-                claimed.expect("a claim").into_iter().map(|e| e.id).collect::<Vec<_>>()
-            }
-        };
-        assert_eq!(covered(1_000_120).await, ["evt_early"]);
-        assert_eq!(covered(1_000_151).await, ["evt_late"]);
-        assert!(covered(i64::MAX).await.is_empty(), "evt_unknown waits for a read of its own");
     }
 
     /// The intake keeps the writer's connection from one group to the next only briefly: a
@@ -298,7 +250,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_burst_keeps_the_writer_connection_only_briefly_and_gives_it_back() {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let store = sqlite_store(&dir).await;
+        let store = Store::connect(&format!("sqlite://{}", dir.path().join("intake.db").display()))
+            .await
+            .expect("a SQLite store");
+        store.migrate_up().await.expect("migrations");
         let Db::Sqlite(writer) = store.writer().clone() else { unreachable!("a SQLite store") };
         let (stop, stored) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
         let callers: Vec<_> = (0..2 * super::MAX_GROUP + 50)

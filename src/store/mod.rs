@@ -477,7 +477,6 @@ pub const MIGRATIONS: &[(i64, &str, &str, &str)] = migration_files![
     7 => "0007_leases",
     8 => "0008_job_last_ok",
     9 => "0009_sync_lease_token",
-    10 => "0010_event_received_ms",
 ];
 
 /// The version that adds `stripe_customer_id`: reverting it drops the tenant-to-customer map.

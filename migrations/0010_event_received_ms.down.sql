@@ -1,1 +1,0 @@
-ALTER TABLE stripe_events DROP COLUMN received_ms;
