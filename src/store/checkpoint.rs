@@ -93,10 +93,7 @@ mod tests {
     #[tokio::test]
     async fn the_writers_log_is_checkpointed_by_the_task() {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let store = Store::connect(&format!("sqlite://{}", dir.path().join("wal.db").display()))
-            .await
-            .expect("a SQLite store");
-        store.migrate_up().await.expect("migrations");
+        let store = crate::store::migrated_sqlite(dir.path(), "wal.db").await;
         store.ensure_tenant("t1", 0).await.expect("a tenant");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         for n in 0.. {

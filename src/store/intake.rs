@@ -250,10 +250,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_burst_keeps_the_writer_connection_only_briefly_and_gives_it_back() {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let store = Store::connect(&format!("sqlite://{}", dir.path().join("intake.db").display()))
-            .await
-            .expect("a SQLite store");
-        store.migrate_up().await.expect("migrations");
+        let store = crate::store::migrated_sqlite(dir.path(), "intake.db").await;
         let Db::Sqlite(writer) = store.writer().clone() else { unreachable!("a SQLite store") };
         let (stop, stored) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
         let callers: Vec<_> = (0..2 * super::MAX_GROUP + 50)

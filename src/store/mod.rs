@@ -703,3 +703,12 @@ pub fn new_id(prefix: &str) -> String {
 pub fn new_ordered_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
 }
+
+/// A migrated SQLite store in `dir`, file `name`: the store's own tests' database.
+#[cfg(test)]
+pub(crate) async fn migrated_sqlite(dir: &std::path::Path, name: &str) -> Store {
+    let store =
+        Store::connect(&format!("sqlite://{}", dir.join(name).display())).await.expect("a SQLite store");
+    store.migrate_up().await.expect("migrations");
+    store
+}

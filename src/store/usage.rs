@@ -528,10 +528,7 @@ mod tests {
     use super::*;
 
     async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
-        let store = Store::connect(&format!("sqlite://{}", dir.path().join("usage.db").display()))
-            .await
-            .expect("a SQLite store");
-        store.migrate_up().await.expect("migrations");
+        let store = crate::store::migrated_sqlite(dir.path(), "usage.db").await;
         store.ensure_tenant("t1", 0).await.expect("tenant t1");
         store
     }
