@@ -7,7 +7,6 @@ use serde_json::Value;
 
 use super::Billing;
 use crate::domain::access::{BillingState, Tier, effective_tier};
-use crate::domain::clock::Timestamp;
 use crate::domain::subscription::SubscriptionStatus;
 use crate::store::{BillingColumns, StoredEvent, SyncWrite, TenantRow};
 use crate::stripe::{StripeCallError, SubscriptionView};
@@ -58,9 +57,9 @@ async fn subscriptions(billing: &Billing, customer: &str) -> Result<Vec<Subscrip
 #[derive(Default)]
 pub struct Reads {
     subscriptions: Option<(Option<SubscriptionView>, bool)>,
-    /// On the service's clock, a second before which every event was received before the
-    /// subscriptions read was sent: that read serves them too.
-    read_covers_before: Option<Timestamp>,
+    /// Wall-clock milliseconds before which every event was stored before the subscriptions
+    /// read was sent (less [`CLOCK_MARGIN_MS`]): that read serves them too.
+    read_covers_before: Option<i64>,
     /// When the latest invoice was first attempted (a lost failed-payment event's grace start).
     invoice: Option<Option<i64>>,
     entitlements_synced: bool,
@@ -68,10 +67,18 @@ pub struct Reads {
     applied: bool,
 }
 
+/// How far apart the clocks of two replicas may be: an event another replica stored is taken as
+/// covered by a read only if it was stored this much before the read was sent by this replica's
+/// clock, so a replica whose clock runs behind cannot pass an event stored after the read as one
+/// stored before it. (NTP keeps servers within a few milliseconds; one process has one clock.)
+/// In a renewal storm the reads wait for the call budget for a good part of a second, and the
+/// events stored during that wait are what this lets one read serve.
+pub const CLOCK_MARGIN_MS: i64 = 100;
+
 impl Reads {
-    /// Events received before this second are served by the read these hold (see
-    /// [`Billing::handle_event`]); `None` until a subscriptions read was made.
-    pub fn covers_before(&self) -> Option<Timestamp> {
+    /// Events stored before this moment (wall-clock milliseconds) are served by the read these
+    /// hold (see [`Billing::handle_event`]); `None` until a subscriptions read was made.
+    pub fn covers_before(&self) -> Option<i64> {
         self.read_covers_before
     }
 }
@@ -115,7 +122,8 @@ impl Billing {
                 let (read, sent) = crate::stripe::sent_at(subscriptions(self, &customer)).await;
                 let read = choose(read?);
                 reads.subscriptions = Some(read.clone());
-                reads.read_covers_before = sent.map(|at| self.clock.second_of(at.elapsed()));
+                reads.read_covers_before =
+                    sent.map(|at| crate::domain::clock::wall_millis_ago(at.elapsed()) - CLOCK_MARGIN_MS);
                 read
             }
         };

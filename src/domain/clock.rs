@@ -11,6 +11,13 @@ pub type Timestamp = i64;
 
 pub const DAY: i64 = 86_400;
 
+/// Milliseconds of the wall clock a moment `ago` back: when something happened in real time,
+/// whatever the business clock says (a manual or shifted clock moves billing time, not the order
+/// in which this process did things).
+pub fn wall_millis_ago(ago: std::time::Duration) -> i64 {
+    Utc::now().timestamp_millis() - i64::try_from(ago.as_millis()).unwrap_or(i64::MAX)
+}
+
 #[derive(Clone, Debug)]
 pub enum Clock {
     System,
@@ -31,22 +38,6 @@ impl Clock {
             Clock::System => Utc::now().timestamp(),
             Clock::Manual(t) => t.load(Ordering::SeqCst),
             Clock::Shifted(offset) => Utc::now().timestamp() + offset.load(Ordering::SeqCst),
-        }
-    }
-
-    /// The second in which a moment `ago` back fell, on this clock: what "before then" means for
-    /// stored times. Sub-second exact on the system clocks; a manual clock, which stands still,
-    /// answers the second before its time.
-    pub fn second_of(&self, ago: std::time::Duration) -> Timestamp {
-        let precise = |offset: i64| {
-            let now = Utc::now();
-            let at = now.timestamp_micros() as f64 / 1e6 - ago.as_secs_f64();
-            at.floor() as Timestamp + offset
-        };
-        match self {
-            Clock::System => precise(0),
-            Clock::Manual(t) => t.load(Ordering::SeqCst) - 1,
-            Clock::Shifted(offset) => precise(offset.load(Ordering::SeqCst)),
         }
     }
 
@@ -91,16 +82,10 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn the_second_of_a_past_moment_never_runs_ahead_of_it() {
-        // A manual clock stands still: nothing is "before" a moment it cannot place.
-        assert_eq!(Clock::manual(1_000).second_of(Duration::from_millis(300)), 999);
-        let before = Utc::now().timestamp();
-        let second = Clock::System.second_of(Duration::from_secs(10));
-        let after = Utc::now().timestamp();
-        assert!((before - 11..=after - 10).contains(&second), "{before} {second} {after}");
-        let shifted = Clock::shifted();
-        shifted.advance(DAY);
-        let second = shifted.second_of(Duration::ZERO);
-        assert!((before + DAY..=Utc::now().timestamp() + DAY).contains(&second));
+    fn a_past_moment_in_wall_clock_milliseconds_never_runs_ahead_of_it() {
+        let before = Utc::now().timestamp_millis();
+        let at = wall_millis_ago(Duration::from_millis(300));
+        let after = Utc::now().timestamp_millis();
+        assert!((before - 300..=after - 300).contains(&at), "{before} {at} {after}");
     }
 }

@@ -165,6 +165,7 @@ async fn store_verified(
         status,
         error,
         received_at: state.clock.now(),
+        received_ms: crate::domain::clock::wall_millis_ago(std::time::Duration::ZERO),
     };
     match state.store.store_event(new).await {
         Ok(inserted) => {

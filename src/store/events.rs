@@ -77,15 +77,16 @@ impl Store {
     /// they were all received serves every one of them. An event waiting only because it was
     /// given back (never failed: no error) is taken too; one waiting out a retry back-off is not.
     ///
-    /// With `received_before`, only events received before that second: those a read of Stripe
-    /// sent at that time already covers.
+    /// With `received_before_ms`, only events stored before that moment (wall-clock
+    /// milliseconds): those a read of Stripe sent then already covers. An event stored before
+    /// `received_ms` existed is never taken as covered.
     pub async fn claim_customer_events(
         &self,
         customer: &str,
         now: Timestamp,
         until: Timestamp,
         limit: i64,
-        received_before: Option<Timestamp>,
+        received_before_ms: Option<i64>,
     ) -> StoreResult<Vec<StoredEvent>> {
         let mut claimed: Vec<StoredEvent> = with_writer!(self, |pool| {
             sqlx::query_as(
@@ -94,7 +95,7 @@ impl Store {
                    AND ((status = 'received' AND (next_attempt_at IS NULL OR next_attempt_at <= $2 \
                          OR last_error IS NULL)) \
                      OR (status = 'processing' AND locked_until < $2)) \
-                   AND ($5 IS NULL OR received_at < $5) \
+                   AND ($5 IS NULL OR received_ms < $5) \
                    ORDER BY created, received_at LIMIT $4) \
                  RETURNING id, type, created, customer_id, payload, attempts",
             )
@@ -102,7 +103,7 @@ impl Store {
             .bind(now)
             .bind(until)
             .bind(limit)
-            .bind(received_before)
+            .bind(received_before_ms)
             // Outside a transaction: read to its end (see `store::first`).
             .fetch_all(pool)
             .await

@@ -18,7 +18,7 @@ use super::group::{Kept, copy_of};
 use super::{Db, Store, StoreError, StoreResult};
 use crate::domain::clock::Timestamp;
 
-/// At most this many events per insert: 9 values each stays far below SQLite's 32,766 bound
+/// At most this many events per insert: 10 values each stays far below SQLite's 32,766 bound
 /// parameters, and a group of 1 MiB events stays bounded in memory.
 const MAX_GROUP: usize = 128;
 
@@ -33,6 +33,8 @@ pub struct NewEvent<'a> {
     pub status: &'a str,
     pub error: Option<&'a str>,
     pub received_at: Timestamp,
+    /// The same moment in milliseconds of the wall clock (see [`Store::claim_customer_events`]).
+    pub received_ms: i64,
 }
 
 /// The same, owned, with where to send the answer: true when it was inserted, false when that
@@ -47,6 +49,7 @@ pub(super) struct Pending {
     status: String,
     error: Option<String>,
     received_at: Timestamp,
+    received_ms: i64,
     reply: Option<oneshot::Sender<StoreResult<bool>>>,
 }
 
@@ -63,6 +66,7 @@ impl Pending {
             status: e.status.to_owned(),
             error: e.error.map(str::to_owned),
             received_at: e.received_at,
+            received_ms: e.received_ms,
             reply: Some(reply),
         };
         (pending, answer)
@@ -164,7 +168,7 @@ fn answer_group(group: &mut [Pending], inserted: &HashSet<String>) {
 macro_rules! insert_events {
     () => {
         "INSERT INTO stripe_events \
-         (id, type, livemode, created, customer_id, payload, status, last_error, received_at) "
+         (id, type, livemode, created, customer_id, payload, status, last_error, received_at, received_ms) "
     };
 }
 
@@ -172,7 +176,7 @@ macro_rules! insert_events {
 const PG_INSERT: &str = concat!(
     insert_events!(),
     "SELECT * FROM UNNEST($1::text[], $2::text[], $3::boolean[], $4::bigint[], \
-     $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[]) \
+     $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[]) \
      ON CONFLICT (id) DO NOTHING RETURNING id"
 );
 
@@ -191,7 +195,8 @@ async fn insert_group(conn: &mut Kept, group: &[Pending]) -> StoreResult<HashSet
                     .push_bind(&e.payload)
                     .push_bind(&e.status)
                     .push_bind(&e.error)
-                    .push_bind(e.received_at);
+                    .push_bind(e.received_at)
+                    .push_bind(e.received_ms);
             });
             insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
             // Group sizes vary: not kept as prepared statements, which would fill the cache
@@ -212,6 +217,7 @@ async fn insert_group(conn: &mut Kept, group: &[Pending]) -> StoreResult<HashSet
                 .bind(column(|e| Some(&e.status)))
                 .bind(column(|e| e.error.as_deref()))
                 .bind(group.iter().map(|e| e.received_at).collect::<Vec<_>>())
+                .bind(group.iter().map(|e| e.received_ms).collect::<Vec<_>>())
                 .fetch_all(&mut **conn)
                 .await?
         }
@@ -228,7 +234,7 @@ mod tests {
     use super::NewEvent;
     use crate::store::{Db, Store};
 
-    async fn store_one(store: &Store, id: &str) {
+    async fn store_at(store: &Store, id: &str, received_ms: i64) {
         let new = NewEvent {
             id,
             kind: "invoice.paid",
@@ -238,9 +244,43 @@ mod tests {
             payload: "{}",
             status: "received",
             error: None,
-            received_at: 1,
+            received_at: received_ms / 1_000,
+            received_ms,
         };
         store.store_event(new).await.expect("stored");
+    }
+
+    async fn store_one(store: &Store, id: &str) {
+        store_at(store, id, 1_000).await;
+    }
+
+    /// What a read of Stripe covers is judged to the millisecond: of two events stored within
+    /// one second, a read sent between them covers the first alone (by whole seconds it was
+    /// neither or both), and an event with no stored millisecond is never taken as covered.
+    #[tokio::test]
+    async fn a_reads_cover_is_judged_to_the_millisecond() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = crate::store::migrated_sqlite(dir.path(), "intake.db").await;
+        store_at(&store, "evt_early", 1_000_100).await;
+        store_at(&store, "evt_late", 1_000_150).await;
+        store_at(&store, "evt_unknown", 1_000_050).await;
+        crate::with_db!(&store, |pool| {
+            sqlx::query("UPDATE stripe_events SET received_ms = NULL WHERE id = 'evt_unknown'")
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
+        .expect("an event from before received_ms");
+        let covered = |before| {
+            let store = store.clone();
+            async move {
+                let claimed = store.claim_customer_events("cus_1", 1_001, 1_060, 10, Some(before)).await;
+                claimed.expect("a claim").into_iter().map(|e| e.id).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(covered(1_000_120).await, ["evt_early"]);
+        assert_eq!(covered(1_000_151).await, ["evt_late"]);
+        assert!(covered(i64::MAX).await.is_empty(), "evt_unknown waits for a read of its own");
     }
 
     /// The intake keeps the writer's connection from one group to the next only briefly: a

@@ -125,6 +125,35 @@ async fn has_room(conn: &mut sqlx::SqliteConnection) -> bool {
     pages < limit || free > 0
 }
 
+/// Space the file system holding the database must have free for `/readyz` to pass.
+///
+/// The write probe alone is not enough on a full disk: right after a checkpoint SQLite writes
+/// its log from the start of a file that already has the space, so a small commit succeeds while
+/// the next page the log or the database needs does not. Below this much (a few hundred webhook
+/// events) the replica says it is not ready, so traffic moves elsewhere before writes fail.
+const DISK_RESERVE_BYTES: u64 = 1024 * 1024;
+
+/// Whether the file system holding `database` has [`DISK_RESERVE_BYTES`] free for us. Where it
+/// cannot be asked (an in-memory database, a platform without statvfs) the write probe decides.
+fn disk_has_room(database: &std::path::Path) -> bool {
+    #[cfg(unix)]
+    {
+        let dir = match database.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => std::path::Path::new("."),
+        };
+        match rustix::fs::statvfs(dir) {
+            Ok(fs) => fs.f_bavail.saturating_mul(fs.f_frsize) >= DISK_RESERVE_BYTES,
+            Err(_) => true,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = database;
+        true
+    }
+}
+
 /// The store: SQLite by default, PostgreSQL when several replicas share one database; clones
 /// share the pool and the access cache.
 #[derive(Clone, Debug)]
@@ -350,12 +379,16 @@ impl Store {
     /// True when a write could commit now, answered within about 2 s: what `/readyz` reports
     /// (a database that answers reads but takes no write is not ready). SQLite commits a real
     /// write (one row in `billing_settings`): a full disk lets SQLite take its lock but not
-    /// append to its log, so nothing less proves it. PostgreSQL assigns a transaction id, which
+    /// append to its log, so nothing less proves it; and it asks the file system for a small
+    /// reserve of free space (see [`DISK_RESERVE_BYTES`]). PostgreSQL assigns a transaction id, which
     /// a read-only or recovering server refuses.
     pub async fn can_write(&self) -> bool {
         const WITHIN: Duration = Duration::from_secs(2);
         match &self.db {
             Db::Sqlite(pool) => {
+                if !disk_has_room(pool.connect_options().get_filename()) {
+                    return false;
+                }
                 let Ok(Ok(mut conn)) = tokio::time::timeout(WITHIN, pool.acquire()).await else {
                     return false;
                 };
@@ -477,6 +510,7 @@ pub const MIGRATIONS: &[(i64, &str, &str, &str)] = migration_files![
     7 => "0007_leases",
     8 => "0008_job_last_ok",
     9 => "0009_sync_lease_token",
+    10 => "0010_event_received_ms",
 ];
 
 /// The version that adds `stripe_customer_id`: reverting it drops the tenant-to-customer map.

@@ -776,6 +776,7 @@ async fn background_tasks_run_with_the_server_and_stop_with_it() {
                 status: "received",
                 error: None,
                 received_at: crate::helpers::START,
+                received_ms: crate::helpers::START * 1_000,
             };
             assert!(store.store_event(event).await.unwrap());
         }
