@@ -386,7 +386,11 @@ impl Store {
         const WITHIN: Duration = Duration::from_secs(2);
         match &self.db {
             Db::Sqlite(pool) => {
-                if !disk_has_room(pool.connect_options().get_filename()) {
+                // On a blocking thread and bounded like the rest: a hung network file system must
+                // neither stall a runtime worker nor keep `/readyz` from answering.
+                let database = pool.connect_options().get_filename().to_owned();
+                let room = tokio::task::spawn_blocking(move || disk_has_room(&database));
+                if !matches!(tokio::time::timeout(WITHIN, room).await, Ok(Ok(true))) {
                     return false;
                 }
                 let Ok(Ok(mut conn)) = tokio::time::timeout(WITHIN, pool.acquire()).await else {
