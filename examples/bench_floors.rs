@@ -1,5 +1,6 @@
-//! `scripts/bench-wrk`'s helper (not part of the service): `bench_floors serve` runs the two
-//! floors as a process of its own and prints their base URLs; `bench_floors events TAG N FILE`
+//! `scripts/bench-wrk`'s helper (not part of the service): `bench_floors serve DIR` runs the
+//! three floors as a process of its own (the durable one appends to a file in DIR) and prints
+//! their base URLs; `bench_floors events TAG N FILE`
 //! writes N signed distinct events, one `signature<TAB>body` per line, for wrk to post.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,6 +16,8 @@ async fn main() {
         Some("serve") => {
             println!("BARE_GET={}", floors::serve(floors::bare_get()).await);
             println!("VERIFY_PARSE={}", floors::serve(floors::verify_and_parse()).await);
+            let dir = std::path::Path::new(&args[2]);
+            println!("DURABLE={}", floors::serve(floors::verify_parse_and_sync(dir)).await);
             std::future::pending::<()>().await;
         }
         Some("events") => {
@@ -26,6 +29,6 @@ async fn main() {
                 writeln!(out, "{header}\t{body}").unwrap();
             }
         }
-        _ => eprintln!("usage: bench_floors serve | bench_floors events TAG N FILE"),
+        _ => eprintln!("usage: bench_floors serve DIR | bench_floors events TAG N FILE"),
     }
 }
