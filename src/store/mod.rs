@@ -386,14 +386,17 @@ impl Store {
         const WITHIN: Duration = Duration::from_secs(2);
         match &self.db {
             Db::Sqlite(pool) => {
-                // On a blocking thread and bounded like the rest: a hung network file system must
+                // The free-space check and the wait for a connection share one deadline, so the
+                // probe's bound stays WITHIN (plus SQLite's own lock wait below) however it is
+                // spent. The check runs on a blocking thread: a hung network file system must
                 // neither stall a runtime worker nor keep `/readyz` from answering.
+                let deadline = tokio::time::Instant::now() + WITHIN;
                 let database = pool.connect_options().get_filename().to_owned();
                 let room = tokio::task::spawn_blocking(move || disk_has_room(&database));
-                if !matches!(tokio::time::timeout(WITHIN, room).await, Ok(Ok(true))) {
+                if !matches!(tokio::time::timeout_at(deadline, room).await, Ok(Ok(true))) {
                     return false;
                 }
-                let Ok(Ok(mut conn)) = tokio::time::timeout(WITHIN, pool.acquire()).await else {
+                let Ok(Ok(mut conn)) = tokio::time::timeout_at(deadline, pool.acquire()).await else {
                     return false;
                 };
                 // The wait for the lock is bounded by SQLite itself, never by cancelling a future
