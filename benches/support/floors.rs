@@ -7,7 +7,6 @@
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -24,36 +23,7 @@ pub fn bare_get() -> Router {
 
 /// `POST /`: 200 when the `Stripe-Signature` matches and the body is JSON, else 400.
 pub fn verify_and_parse() -> Router {
-    let secrets = Arc::new(vec![Secret::new(WEBHOOK_SECRET)]);
-    Router::new().route(
-        "/",
-        post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-            let secrets = secrets.clone();
-            async move {
-                if verified_and_parsed(&headers, &body, &secrets) {
-                    axum::http::StatusCode::OK
-                } else {
-                    axum::http::StatusCode::BAD_REQUEST
-                }
-            }
-        }),
-    )
-}
-
-/// What [`verify_and_parse`] checks: the signature, then the JSON.
-fn verified_and_parsed(headers: &axum::http::HeaderMap, body: &[u8], secrets: &[Secret]) -> bool {
-    let header = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
-    let verified =
-        hydra_billing::http::webhooks::verify_signature(header, body, secrets, Clock::System.now());
-    let parsed = serde_json::from_slice::<serde_json::Value>(body).is_ok();
-    verified.is_ok() && parsed
-}
-
-/// What the appending thread has to write: the bodies, and who waits for them to be synced.
-#[derive(Default)]
-struct Appends {
-    bytes: Vec<u8>,
-    waiting: Vec<tokio::sync::oneshot::Sender<()>>,
+    checked_post(|_| async {})
 }
 
 /// `POST /`: [`verify_and_parse`], then the body appended to a file in `dir`, answered only
@@ -67,47 +37,73 @@ struct Appends {
 pub fn verify_parse_and_sync(dir: &Path) -> Router {
     let file = std::fs::File::create(dir.join("appended-events")).unwrap();
     let shared = Arc::new((Mutex::new(Appends::default()), Condvar::new()));
-    let appender = Arc::downgrade(&shared);
-    std::thread::spawn(move || append_and_sync(file, appender));
+    // Lives as long as the process, like the floor's server.
+    std::thread::spawn({
+        let shared = shared.clone();
+        move || append_and_sync(file, &shared)
+    });
+    checked_post(move |body| {
+        let shared = shared.clone();
+        async move {
+            let (synced, answer) = tokio::sync::oneshot::channel();
+            {
+                let mut appends = shared.0.lock().unwrap();
+                appends.bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+                appends.bytes.extend_from_slice(&body);
+                appends.waiting.push(synced);
+            }
+            shared.1.notify_one();
+            answer.await.unwrap();
+        }
+    })
+}
+
+/// `POST /`: 400 unless the `Stripe-Signature` matches and the body is JSON (both checked, as
+/// an intake must), else `then` with the body and 200 once it is done.
+fn checked_post<F, Fut>(then: F) -> Router
+where
+    F: Fn(axum::body::Bytes) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let secrets = Arc::new(vec![Secret::new(WEBHOOK_SECRET)]);
     Router::new().route(
         "/",
         post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-            let (secrets, shared) = (secrets.clone(), shared.clone());
+            let (secrets, then) = (secrets.clone(), then.clone());
             async move {
-                if !verified_and_parsed(&headers, &body, &secrets) {
+                let header = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
+                let verified = hydra_billing::http::webhooks::verify_signature(
+                    header,
+                    &body,
+                    &secrets,
+                    Clock::System.now(),
+                );
+                let parsed = serde_json::from_slice::<serde_json::Value>(&body).is_ok();
+                if !(verified.is_ok() && parsed) {
                     return axum::http::StatusCode::BAD_REQUEST;
                 }
-                let (synced, answer) = tokio::sync::oneshot::channel();
-                {
-                    let mut appends = shared.0.lock().unwrap();
-                    appends.bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
-                    appends.bytes.extend_from_slice(&body);
-                    appends.waiting.push(synced);
-                }
-                shared.1.notify_one();
-                answer.await.unwrap();
+                then(body).await;
                 axum::http::StatusCode::OK
             }
         }),
     )
 }
 
-/// The appending thread: writes and syncs whatever gathered, answers its waiters, until the
-/// router that feeds it is gone.
-fn append_and_sync(mut file: std::fs::File, shared: std::sync::Weak<(Mutex<Appends>, Condvar)>) {
-    while let Some(shared) = shared.upgrade() {
+/// What the appending thread has to write: the bodies, and who waits for them to be synced.
+#[derive(Default)]
+struct Appends {
+    bytes: Vec<u8>,
+    waiting: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// The appending thread: writes and syncs whatever gathered, then answers its waiters.
+fn append_and_sync(mut file: std::fs::File, shared: &(Mutex<Appends>, Condvar)) {
+    let (appends, wake) = shared;
+    loop {
         let group = {
-            let (appends, wake) = &*shared;
-            let appends = appends.lock().unwrap();
-            let (mut appends, _) = wake
-                .wait_timeout_while(appends, Duration::from_millis(100), |a| a.waiting.is_empty())
-                .unwrap();
-            std::mem::take(&mut *appends)
+            let mut gathered = wake.wait_while(appends.lock().unwrap(), |a| a.waiting.is_empty()).unwrap();
+            std::mem::take(&mut *gathered)
         };
-        if group.waiting.is_empty() {
-            continue;
-        }
         file.write_all(&group.bytes).unwrap();
         file.sync_data().unwrap();
         for waiter in group.waiting {
